@@ -1,0 +1,195 @@
+"""One `Settings` object, parsed once at start-up and passed down to whoever needs it."""
+
+from __future__ import annotations
+
+import uuid
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Stable across machines and runs so `console` always talks to the same remembered person.
+DEFAULT_DEV_USER_ID = uuid.UUID("5f0c8a52-2d36-4c1e-9a51-6f1d7e0b9a01")
+
+
+class EmbeddingProvider(str, Enum):
+    OPENAI = "openai"
+    LOCAL = "local"
+
+
+class TTSProvider(str, Enum):
+    AUTO = "auto"
+    UPLIFTAI = "upliftai"
+    OPENAI = "openai"
+
+
+class Settings(BaseSettings):
+    """Every knob of the companion. Names match the environment variables (upper-cased)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    # --- Database -------------------------------------------------------------------------
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="Postgres connection string; Supabase's pooler URI works. Unset: embedded.",
+    )
+    embedded_pg_dir: Path = Field(
+        default=PROJECT_ROOT / ".data" / "postgres",
+        description="Data directory of the embedded Postgres used when DATABASE_URL is unset.",
+    )
+    db_pool_min_size: int = Field(default=1, ge=0, le=100)
+    db_pool_max_size: int = Field(default=10, ge=1, le=200)
+    db_statement_cache_size: int | None = Field(
+        default=None,
+        ge=0,
+        description="asyncpg prepared-statement cache; unset: 0 behind a pooler (port 6543).",
+    )
+    db_command_timeout_s: float = Field(default=10.0, gt=0)
+
+    # --- Supabase (for the RLS-scoped client side and `supabase db push`) ----------------
+    supabase_url: str | None = None
+    supabase_service_role_key: SecretStr | None = None
+    supabase_anon_key: SecretStr | None = None
+
+    # --- OpenAI or any OpenAI-compatible server ------------------------------------------
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = Field(
+        default=None, description="Any OpenAI-compatible server (Groq, Ollama, vLLM)."
+    )
+    openai_timeout_s: float = Field(default=15.0, gt=0)
+    openai_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_model: str = "gpt-4.1-mini"
+    stt_model: str = "gpt-4o-mini-transcribe"
+    tts_model: str = "gpt-4o-mini-tts"
+    tts_voice: str = "ash"
+    tts_provider: TTSProvider = TTSProvider.AUTO
+
+    # --- Embeddings ------------------------------------------------------------------------
+    embedding_provider: EmbeddingProvider = EmbeddingProvider.LOCAL
+    embedding_model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="Local: all-MiniLM-L6-v2 (bundled). OpenAI: e.g. text-embedding-3-small.",
+    )
+    embedding_dimensions: int = Field(default=384, ge=8, le=4096)
+
+    # --- Redis -------------------------------------------------------------------------------
+    redis_url: str | None = None
+    redis_enabled: bool = True
+    cache_default_ttl_s: int = Field(default=300, ge=1)
+    cache_local_max_entries: int = Field(default=10_000, ge=16)
+    redis_retry_interval_s: float = Field(
+        default=5.0, gt=0, description="How often a dead Redis is probed again."
+    )
+
+    # --- Write batcher ---------------------------------------------------------------------
+    batch_max_size: int = Field(default=200, ge=1, le=10_000)
+    batch_flush_interval_ms: int = Field(default=250, ge=1)
+    batch_max_attempts: int = Field(default=6, ge=1, le=50)
+    batch_spool_dir: Path = Field(default=PROJECT_ROOT / ".data" / "spool")
+
+    # --- Uplift AI -----------------------------------------------------------------------------
+    upliftai_api_key: SecretStr | None = None
+    upliftai_base_url: str = "wss://api.upliftai.org"
+    upliftai_voice_id: str = "v_meklc281"
+
+    # --- LiveKit ---------------------------------------------------------------------------------
+    livekit_url: str | None = None
+    livekit_api_key: SecretStr | None = None
+    livekit_api_secret: SecretStr | None = None
+
+    # --- Identity and behaviour ---------------------------------------------------------------
+    dev_user_id: uuid.UUID = DEFAULT_DEV_USER_ID
+    default_companion_name: str = "Veda"
+    rag_budget_ms: int = Field(default=150, ge=1, le=5_000)
+    rag_top_k: int = Field(default=6, ge=1, le=50)
+    session_resume_grace_s: int = Field(default=300, ge=0)
+    log_level: str = "INFO"
+
+    @field_validator("openai_base_url", "supabase_url", "redis_url", "livekit_url")
+    @classmethod
+    def _url_has_scheme(cls, value: str | None, info: Any) -> str | None:
+        if value in (None, ""):
+            return None
+        parsed = urlparse(value)
+        if not parsed.scheme or not (parsed.netloc or parsed.path):
+            name = info.field_name.upper()
+            raise ValueError(f"{name} must be a full URL such as scheme://host:port, got {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _dsn_is_postgres(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        scheme = urlparse(value.get_secret_value()).scheme
+        if scheme not in ("postgres", "postgresql"):
+            raise ValueError(
+                "DATABASE_URL must start with postgresql:// (Supabase: Project Settings > "
+                "Database > Connection string); unset it to use the embedded Postgres"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
+        if self.tts_provider is TTSProvider.UPLIFTAI and self.upliftai_api_key is None:
+            raise ValueError("TTS_PROVIDER=upliftai needs UPLIFTAI_API_KEY; set it or TTS_PROVIDER=openai")
+        if self.embedding_provider is EmbeddingProvider.LOCAL and self.embedding_dimensions != 384:
+            raise ValueError(
+                "EMBEDDING_PROVIDER=local (all-MiniLM-L6-v2) gives 384 dimensions; "
+                "set EMBEDDING_DIMENSIONS=384"
+            )
+        return self
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def has_llm_credentials(self) -> bool:
+        return self.openai_api_key is not None or self.openai_base_url is not None
+
+    def llm_api_key(self) -> str:
+        """Key sent to the OpenAI-compatible server; local servers accept any placeholder."""
+        if self.openai_api_key is not None:
+            return self.openai_api_key.get_secret_value()
+        return "not-needed-for-local-server"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Parse the environment (and `.env`) once; turn pydantic's report into one clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "is not a setting this app knows; remove it from .env or fix its spelling"
+            lines.append(f"  {name}: {msg}")
+        raise ConfigError(
+            "Invalid configuration:\n" + "\n".join(lines),
+            suggestion="Fix the variables above in the environment or .env (see .env.example).",
+        ) from None

@@ -1,0 +1,84 @@
+"""Fixtures: a real Postgres+pgvector and a real redis-server for the whole run, a fresh
+migrated database per test, and Settings that never read the developer's .env."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from core.config import Settings
+from infrastructure import migrations
+from infrastructure.connection_pool import ConnectionPool
+from tests.support.servers import PostgresProcess, RedisProcess
+
+TEMPLATE_DB = "companion_template"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresProcess]:
+    server = PostgresProcess()
+    server.start()
+    server.psql(f"create database {TEMPLATE_DB}")
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres: PostgresProcess) -> str:
+    import asyncio
+
+    async def migrate() -> None:
+        conn = await asyncpg.connect(postgres.dsn_for(TEMPLATE_DB))
+        try:
+            await migrations.apply_pending(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(migrate())
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def db_dsn(postgres: PostgresProcess, migrated_template: str) -> Iterator[str]:
+    """A new database cloned from the migrated template: every test starts from the schema."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres.psql(f"create database {name} template {migrated_template}")
+    yield postgres.dsn_for(name)
+    postgres.psql(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    server = RedisProcess()
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path):
+    """Settings from explicit values only (no .env, no stray environment variables)."""
+
+    def build(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "embedded_pg_dir": tmp_path / "pg",
+            "batch_spool_dir": tmp_path / "spool",
+            "redis_enabled": False,
+            "openai_api_key": None,
+            "openai_base_url": None,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return build
+
+
+@pytest.fixture
+async def pool(db_dsn: str, make_settings) -> AsyncIterator[ConnectionPool]:
+    pool = await ConnectionPool.create(make_settings(), dsn=db_dsn)
+    yield pool
+    await pool.aclose()

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+
+import asyncpg
+import pytest
+
+from core.errors import MigrationError
+from infrastructure import migrations
+from infrastructure.connection_pool import ConnectionPool
+from tests.support.servers import PostgresProcess
+
+pytestmark = pytest.mark.integration
+
+EXPECTED_TABLES = {
+    "users", "companions", "memories", "sessions", "messages", "personality_state",
+    "personality_history", "needs", "quirks", "follow_ups", "security_incidents",
+}
+
+
+@pytest.fixture
+def empty_db(postgres: PostgresProcess):
+    import uuid
+
+    name = f"m_{uuid.uuid4().hex[:10]}"
+    postgres.psql(f"create database {name}")
+    yield postgres.dsn_for(name)
+    postgres.psql(f"drop database if exists {name} with (force)")
+
+
+async def test_migrations_apply_once_and_reapply_as_a_no_op(empty_db: str) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        first = await migrations.apply_pending(conn)
+        second = await migrations.apply_pending(conn)
+        tables = {r["tablename"] for r in await conn.fetch(
+            "select tablename from pg_tables where schemaname = 'public'")}
+        rls = {r["relname"] for r in await conn.fetch(
+            "select relname from pg_class where relrowsecurity and relnamespace = 'public'::regnamespace")}
+    finally:
+        await conn.close()
+    assert first == [m.version for m in migrations.discover()]
+    assert second == []
+    assert EXPECTED_TABLES <= tables
+    assert EXPECTED_TABLES <= rls
+
+
+async def test_memories_have_hnsw_and_gin_indexes(empty_db: str) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await migrations.apply_pending(conn)
+        defs = [r["indexdef"] for r in await conn.fetch(
+            "select indexdef from pg_indexes where tablename = 'memories'")]
+        dims = await conn.fetchval(
+            "select atttypmod from pg_attribute where attrelid = 'public.memories'::regclass "
+            "and attname = 'embedding'")
+    finally:
+        await conn.close()
+    assert any("hnsw" in d and "vector_cosine_ops" in d for d in defs)
+    assert any("gin" in d and "tsv" in d for d in defs)
+    assert dims == 384
+
+
+def test_two_processes_racing_to_migrate_both_succeed_and_apply_each_file_once(
+    empty_db: str,
+) -> None:
+    script = textwrap.dedent(f"""
+        import asyncio, asyncpg
+        from infrastructure import migrations
+        async def main():
+            conn = await asyncpg.connect({empty_db!r})
+            print(len(await migrations.apply_pending(conn)))
+            await conn.close()
+        asyncio.run(main())
+    """)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    applied = sorted(int(o[0].strip()) for o in outs)
+    assert applied == [0, len(migrations.discover())]
+
+    async def count() -> int:
+        conn = await asyncpg.connect(empty_db)
+        try:
+            return int(await conn.fetchval("select count(*) from companion_schema_migrations"))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(count()) == len(migrations.discover())
+
+
+async def test_a_broken_migration_applies_nothing_and_names_the_file(empty_db, tmp_path) -> None:
+    (tmp_path / "20990101000000_broken.sql").write_text(
+        "create table half_done (id int); select * from no_such_table;")
+    conn = await asyncpg.connect(empty_db)
+    try:
+        with pytest.raises(MigrationError, match="20990101000000_broken"):
+            await migrations.apply_pending(conn, tmp_path)
+        assert await conn.fetchval("select to_regclass('public.half_done')") is None
+    finally:
+        await conn.close()
+
+
+async def test_pool_works_with_the_statement_cache_off_as_behind_a_transaction_pooler(
+    db_dsn: str, make_settings
+) -> None:
+    pool = await ConnectionPool.create(make_settings(db_statement_cache_size=0), dsn=db_dsn)
+    try:
+        # The same statement many times: with a cache it would be prepared and reused.
+        for i in range(20):
+            assert await pool.fetchval("select $1::int + 1", i) == i + 1
+        async with pool.acquire() as conn:
+            for i in range(10):
+                await conn.fetchval("select $1::int * 2", i)
+            # A transaction pooler breaks on named prepared statements: none may be left behind.
+            assert await conn.fetchval("select count(*) from pg_prepared_statements") == 0
+        assert pool.stats()["statement_cache_size"] == 0
+        assert pool.stats()["acquisitions"] >= 21
+    finally:
+        await pool.aclose()
+
+
+def test_pooler_urls_turn_the_statement_cache_off() -> None:
+    from infrastructure.connection_pool import statement_cache_size_for
+
+    assert statement_cache_size_for(
+        "postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/postgres", None) == 0
+    assert statement_cache_size_for("postgresql://u@db:5432/x?pgbouncer=true", None) == 0
+    assert statement_cache_size_for("postgresql://u@db:5432/x", None) > 0
+    assert statement_cache_size_for("postgresql://u@db:6543/x", 50) == 50
