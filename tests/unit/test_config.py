@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from core.config import DEFAULT_DEV_USER_ID, EmbeddingProvider, load_settings
+from core.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    # Settings read the process environment and ./.env; isolate both.
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "REDIS_URL",
+                 "EMBEDDING_PROVIDER", "EMBEDDING_DIMENSIONS", "DEV_USER_ID", "LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_need_no_environment_and_use_the_embedded_services() -> None:
+    settings = load_settings()
+    assert settings.uses_embedded_postgres
+    assert settings.redis_url is None
+    assert settings.embedding_provider is EmbeddingProvider.LOCAL
+    assert settings.dev_user_id == DEFAULT_DEV_USER_ID
+    assert not settings.has_llm_credentials
+
+
+def test_a_wrong_database_url_names_the_variable_and_what_to_set(monkeypatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://root@localhost/app")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "DATABASE_URL" in str(err.value)
+    assert "postgresql://" in str(err.value)
+
+
+def test_a_secret_in_a_bad_value_is_not_echoed(monkeypatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://root:hunter2@localhost/app")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "hunter2" not in str(err.value)
+
+
+def test_a_dev_user_id_that_is_not_a_uuid_fails_at_start(monkeypatch) -> None:
+    monkeypatch.setenv("DEV_USER_ID", "alice")
+    with pytest.raises(ConfigError, match="DEV_USER_ID"):
+        load_settings()
+
+
+def test_local_embeddings_with_another_dimension_say_what_to_set(monkeypatch) -> None:
+    monkeypatch.setenv("EMBEDDING_DIMENSIONS", "1536")
+    with pytest.raises(ConfigError, match="EMBEDDING_DIMENSIONS=384"):
+        load_settings()
+
+
+def test_an_unknown_key_in_dotenv_is_reported_by_name(tmp_path) -> None:
+    (tmp_path / ".env").write_text("OPENAI_APIKEY=sk-typo\n")
+    with pytest.raises(ConfigError, match="OPENAI_APIKEY"):
+        load_settings()
+
+
+def test_openai_base_url_alone_counts_as_llm_credentials(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
+    settings = load_settings()
+    assert settings.has_llm_credentials
+    assert settings.llm_api_key()  # a placeholder the SDK accepts for keyless local servers
+
+
+def test_an_invalid_url_names_the_variable(monkeypatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "localhost")
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        load_settings()
