@@ -115,6 +115,62 @@ class Settings(BaseSettings):
     rag_budget_ms: int = Field(default=150, ge=1, le=5_000)
     rag_top_k: int = Field(default=6, ge=1, le=50)
     session_resume_grace_s: int = Field(default=300, ge=0)
+
+    # --- Abuse limits (per user; Redis-backed, per process while Redis is away) ----------------
+    tool_calls_per_minute: int = Field(
+        default=30, ge=1, le=10_000, description="Tool calls one user may make per minute."
+    )
+    memory_writes_per_minute: int = Field(
+        default=20, ge=1, le=10_000, description="Memory saves one user may make per minute."
+    )
+    memory_quota_per_user: int = Field(
+        default=20_000, ge=1, description="Most current explicit + episodic memories per user."
+    )
+
+    # --- Personality (mood, needs, quirks) and proactivity ------------------------------------
+    mood_half_life_s: float = Field(
+        default=1_800.0, gt=0, description="Time for a mood's distance from its baseline to halve."
+    )
+    mood_drift_rate: float = Field(
+        default=0.25, ge=0, le=1, description="Share of the way to a session's mean mood the "
+        "baseline moves at session end."
+    )
+    mood_drift_max_step: float = Field(
+        default=0.05, ge=0, le=0.5, description="Most a baseline coordinate moves per session."
+    )
+    needs_half_life_s: float = Field(
+        default=86_400.0, gt=0, description="Time for a need's satisfaction to halve unattended."
+    )
+    quirk_half_life_days: float = Field(
+        default=14.0, gt=0, description="Time for an unused quirk's strength to halve."
+    )
+    quirk_min_repeats: int = Field(
+        default=3, ge=1, description="Times a pattern must recur in a session to feed a quirk."
+    )
+    proactive_threshold: float = Field(
+        default=0.45, ge=0, le=1, description="Proactive score needed to speak unprompted."
+    )
+    silence_nudge_after_s: float = Field(
+        default=25.0, gt=0, description="Silence before the companion may nudge the user."
+    )
+    max_nudges_per_session: int = Field(default=2, ge=0, le=20)
+
+    # --- Memory consolidation and maintenance (background only) ---------------------------------
+    consolidation_every_turns: int = Field(
+        default=20, ge=0, description="Distill memories every N messages of a long session; 0: off."
+    )
+    consolidation_max_messages: int = Field(
+        default=80, ge=2, le=1_000, description="Messages sent to the LLM per consolidation call."
+    )
+    consolidation_idle_s: int = Field(
+        default=900, ge=0, description="A session silent this long is consolidated by the sweep."
+    )
+    maintenance_interval_s: float = Field(
+        default=3_600.0, gt=0, description="Period of the decay/merge/contradiction jobs."
+    )
+    memory_decay_factor: float = Field(
+        default=0.98, gt=0, le=1, description="Daily importance decay of unused episodic memories."
+    )
     log_level: str = "INFO"
 
     @field_validator("openai_base_url", "supabase_url", "redis_url", "livekit_url")

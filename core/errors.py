@@ -68,3 +68,10 @@ class EmbeddingDimensionMismatch(ConfigError):
 
 class MigrationError(CompanionError):
     """A schema migration failed to apply."""
+
+
+class LLMUnavailable(CompanionError):
+    """The language model could not be reached or gave an unusable answer."""
+
+    retryable = True
+    default_suggestion = "check OPENAI_API_KEY or OPENAI_BASE_URL; background work is retried later"

@@ -1,0 +1,613 @@
+"""Background memory work: the LLM distills sessions into explicit memories; periodic upkeep.
+
+So the companion remembers even when the model never called a tool, each session's new
+messages are sent to the LLM after the session (and every few turns of a long one), which
+answers with {category, key, value, source_message_ids} items saved through
+`MemoryService.remember` (so supersession applies). Nothing here runs on a turn's critical path.
+
+Crash safety: `sessions.consolidated_through` advances only after a batch's memories are
+saved, and a memory whose key already cites one of the batch's messages is not saved again,
+so a run cut short midway resumes where it stopped without writing anything twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import json
+import logging
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from core.config import Settings
+from core.dates import utc_now
+from core.errors import CompanionError, InvalidInput, LLMUnavailable
+from core.prompts import render
+from infrastructure.connection_pool import ConnectionPool
+from services.memory_service import (
+    MEMORY_COLUMNS,
+    Memory,
+    MemoryService,
+    normalize_key,
+    normalize_text,
+)
+
+logger = logging.getLogger(__name__)
+
+ORIGIN = "consolidation"
+# Mid-session runs leave the newest seconds alone: their messages may still be in the batcher.
+SETTLE_S = 10.0
+MAX_ITEMS_PER_BATCH = 40
+MERGE_SIMILARITY = 0.92
+KEY_SIMILARITY = 0.85
+_MAINTENANCE_LOCK = 7_311_420_615_002
+_MAX_KNOWN_KEYS = 60
+
+
+@dataclass(frozen=True)
+class ConsolidationResult:
+    """What one run over a session did.
+
+    Attributes:
+        messages: messages read (user and assistant).
+        saved: memories saved as new values.
+        unchanged: items whose value was already current (or already saved from these turns).
+        rejected: items dropped (malformed, or not sourced to any of the person's messages).
+    """
+
+    messages: int = 0
+    saved: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+
+    def __add__(self, other: ConsolidationResult) -> ConsolidationResult:
+        return ConsolidationResult(
+            self.messages + other.messages,
+            self.saved + other.saved,
+            self.unchanged + other.unchanged,
+            self.rejected + other.rejected,
+        )
+
+
+@dataclass(frozen=True)
+class _Session:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    companion_id: uuid.UUID | None
+    consolidated_through: datetime | None
+    timezone: str | None
+
+
+class ConsolidationService:
+    """Turns conversations into explicit memories and keeps the memory store tidy.
+
+    Args:
+        pool: the shared pool; `pool.openai` is the LLM.
+        memory: saves the distilled memories (supersession, dates, importance).
+        settings: model name, batch sizes, turn interval, maintenance period.
+        clock: returns "now".
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: ConnectionPool,
+        memory: MemoryService,
+        settings: Settings,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._pool = pool
+        self._memory = memory
+        self._settings = settings
+        self._clock = clock
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # One run per session at a time; a lock lives only while someone holds or awaits it.
+        self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._turns: dict[uuid.UUID, int] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._counters: dict[str, int] = {
+            "runs": 0,
+            "failures": 0,
+            "llm_calls": 0,
+            "saved": 0,
+            "unchanged": 0,
+            "rejected": 0,
+            "decayed": 0,
+            "merged": 0,
+            "contradictions": 0,
+            "maintenance_runs": 0,
+        }
+
+    # --- triggers ---------------------------------------------------------------------------
+
+    def note_turn(self, session_id: uuid.UUID) -> None:
+        """Count a message of a live session; every N of them, consolidate in the background."""
+        every = self._settings.consolidation_every_turns
+        count = self._turns.get(session_id, 0) + 1
+        self._turns[session_id] = count
+        if every and count % every == 0:
+            self.schedule(session_id)
+
+    def end_session(self, session_id: uuid.UUID) -> None:
+        """The session is over (its messages are flushed): consolidate all of it, later."""
+        self._turns.pop(session_id, None)
+        self.schedule(session_id, final=True)
+
+    def schedule(self, session_id: uuid.UUID, *, final: bool = False) -> None:
+        """Consolidate `session_id` in a tracked background task; failures are logged."""
+        self._spawn(self._consolidate_quietly(session_id, final))
+
+    async def _consolidate_quietly(self, session_id: uuid.UUID, final: bool) -> None:
+        try:
+            await self.consolidate_session(session_id, final=final)
+        except Exception as exc:
+            self._counters["failures"] += 1
+            logger.warning("consolidation failed, will resume later (%s)", type(exc).__name__)
+
+    # --- consolidation ------------------------------------------------------------------------
+
+    async def consolidate_session(
+        self, session_id: uuid.UUID, *, final: bool = True
+    ) -> ConsolidationResult:
+        """Distill the session's messages not yet consolidated into explicit memories.
+
+        Args:
+            session_id: the session to read.
+            final: False for a run in the middle of a live session, which leaves the last few
+                seconds of messages for the next run.
+
+        Raises:
+            LLMUnavailable: the LLM failed; nothing of the failed batch was marked done.
+        """
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = self._locks[session_id] = asyncio.Lock()
+        async with lock:
+            self._counters["runs"] += 1
+            session = await self._load_session(session_id)
+            if session is None:
+                raise InvalidInput(
+                    "no such session to consolidate", suggestion="pass the id of a stored session"
+                )
+            total = ConsolidationResult()
+            upper = None if final else self._clock() - timedelta(seconds=SETTLE_S)
+            while True:
+                rows = await self._next_batch(session, upper)
+                if not rows:
+                    break
+                total += await self._consolidate_batch(session, rows)
+                through = rows[-1]["created_at"]
+                await self._pool.execute(
+                    "update public.sessions set consolidated_through = "
+                    "greatest(coalesce(consolidated_through, '-infinity'), $2) where id = $1",
+                    session.id, through,
+                )
+                session = _Session(
+                    session.id, session.user_id, session.companion_id, through, session.timezone
+                )
+            return total
+
+    async def _load_session(self, session_id: uuid.UUID) -> _Session | None:
+        row = await self._pool.fetchrow(
+            "select s.id, s.user_id, s.companion_id, s.consolidated_through, u.timezone "
+            "from public.sessions s join public.users u on u.id = s.user_id where s.id = $1",
+            session_id,
+        )
+        if row is None:
+            return None
+        return _Session(
+            row["id"], row["user_id"], row["companion_id"], row["consolidated_through"],
+            row["timezone"],
+        )
+
+    async def _next_batch(self, session: _Session, upper: datetime | None) -> list[asyncpg.Record]:
+        limit = self._settings.consolidation_max_messages
+        rows = await self._pool.fetch(
+            "select id, role, content, created_at from public.messages "
+            "where session_id = $1 and role in ('user', 'assistant') "
+            "and created_at > coalesce($2, '-infinity'::timestamptz) "
+            "and ($3::timestamptz is null or created_at <= $3) "
+            "order by created_at, id limit $4",
+            session.id, session.consolidated_through, upper, limit,
+        )
+        if len(rows) == limit:
+            # Never split messages sharing the boundary timestamp across two batches: the
+            # watermark is a timestamp, so the rest of them would be skipped for good.
+            last = rows[-1]["created_at"]
+            seen = {r["id"] for r in rows}
+            rest = await self._pool.fetch(
+                "select id, role, content, created_at from public.messages "
+                "where session_id = $1 and role in ('user', 'assistant') and created_at = $2 "
+                "order by id",
+                session.id, last,
+            )
+            rows = rows + [r for r in rest if r["id"] not in seen]
+        return rows
+
+    async def _consolidate_batch(
+        self, session: _Session, rows: list[asyncpg.Record]
+    ) -> ConsolidationResult:
+        refs = {f"m{i + 1}": row for i, row in enumerate(rows)}
+        if not any(row["role"] == "user" for row in rows):
+            return ConsolidationResult(messages=len(rows))
+        known = await self._memory.current(
+            session.user_id, session.companion_id, limit=_MAX_KNOWN_KEYS
+        )
+        items = await self._ask_llm(session, refs, known)
+        already = await self._keys_citing(session, [row["id"] for row in rows])
+        saved = unchanged = rejected = 0
+        for item in items[:MAX_ITEMS_PER_BATCH]:
+            parsed = _parse_item(item, refs)
+            if parsed is None:
+                rejected += 1
+                continue
+            category, key, value, importance, sources = parsed
+            try:
+                cited = already.get((category, normalize_key(key)), set())
+                if cited & {row["id"] for row in sources}:
+                    # A previous run (cut short before the watermark moved) saved this already.
+                    unchanged += 1
+                    continue
+                memory = await self._memory.remember(
+                    session.user_id,
+                    session.companion_id,
+                    category,
+                    key,
+                    value,
+                    importance=importance,
+                    occurred_at=max(row["created_at"] for row in sources),
+                    source={
+                        "origin": ORIGIN,
+                        "session_id": str(session.id),
+                        "message_ids": [str(row["id"]) for row in sources],
+                    },
+                )
+            except InvalidInput:
+                rejected += 1
+                continue
+            if memory.source.get("origin") == ORIGIN and set(
+                memory.source.get("message_ids", [])
+            ) == {str(row["id"]) for row in sources}:
+                saved += 1
+            else:
+                unchanged += 1
+        self._counters["saved"] += saved
+        self._counters["unchanged"] += unchanged
+        self._counters["rejected"] += rejected
+        return ConsolidationResult(len(rows), saved, unchanged, rejected)
+
+    async def _ask_llm(
+        self, session: _Session, refs: dict[str, asyncpg.Record], known: list[Memory]
+    ) -> list[Any]:
+        transcript = "\n".join(
+            f"[{ref}] {row['role']} ({row['created_at'].strftime('%Y-%m-%d %H:%M')}): "
+            f"{row['content']}"
+            for ref, row in refs.items()
+        )
+        known_keys = "\n".join(
+            f"- {m.category}/{m.key}: {m.value}" for m in known if m.key is not None
+        ) or "- none"
+        system = render(
+            "memory_consolidation",
+            today=self._clock().date().isoformat(),
+            timezone=session.timezone or "UTC",
+            known_keys=known_keys,
+        )
+        self._counters["llm_calls"] += 1
+        try:
+            response = await self._pool.openai.chat.completions.create(
+                model=self._settings.llm_model,
+                messages=[
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": transcript},
+                ],
+                response_format={"type": "json_object"},
+                temperature=0,
+            )
+            data = json.loads(_strip_fences(response.choices[0].message.content or ""))
+        except CompanionError:
+            raise
+        except Exception as exc:
+            raise LLMUnavailable(
+                f"consolidation LLM call failed ({type(exc).__name__})",
+            ) from exc
+        items = data.get("memories") if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise LLMUnavailable(
+                "consolidation LLM answered without a 'memories' list",
+                suggestion="use a model that supports response_format json_object",
+            )
+        return items
+
+    async def _keys_citing(
+        self, session: _Session, message_ids: list[uuid.UUID]
+    ) -> dict[tuple[str, str], set[uuid.UUID]]:
+        """(category, key) -> ids among `message_ids` that saved memories already cite."""
+        rows = await self._pool.fetch(
+            "select m.category, m.key, cited.value as message_id from public.memories m "
+            "cross join lateral jsonb_array_elements_text(m.source -> 'message_ids') cited "
+            "where m.user_id = $1 and m.companion_id is not distinct from $2 "
+            "and m.kind = 'explicit' and m.source ->> 'origin' = $3 "
+            "and m.source ->> 'session_id' = $4 and cited.value = any($5::text[])",
+            session.user_id, session.companion_id, ORIGIN, str(session.id),
+            [str(i) for i in message_ids],
+        )
+        found: dict[tuple[str, str], set[uuid.UUID]] = {}
+        for row in rows:
+            found.setdefault((row["category"], row["key"]), set()).add(
+                uuid.UUID(row["message_id"])
+            )
+        return found
+
+    async def consolidate_pending(self, *, limit: int = 50) -> ConsolidationResult:
+        """Resume sessions that ended (or went quiet) with messages not yet consolidated.
+
+        This is what picks up after a crash: nothing is lost, only delayed.
+        """
+        idle_before = self._clock() - timedelta(seconds=self._settings.consolidation_idle_s)
+        rows = await self._pool.fetch(
+            "select s.id from public.sessions s "
+            "where (s.ended_at is not null or s.last_activity_at < $1) "
+            "and exists (select 1 from public.messages m where m.session_id = s.id "
+            "  and m.role = 'user' "
+            "  and m.created_at > coalesce(s.consolidated_through, '-infinity'::timestamptz)) "
+            "order by s.last_activity_at limit $2",
+            idle_before, limit,
+        )
+        total = ConsolidationResult()
+        for row in rows:
+            try:
+                total += await self.consolidate_session(row["id"], final=True)
+            except Exception as exc:
+                self._counters["failures"] += 1
+                logger.warning("pending consolidation failed (%s)", type(exc).__name__)
+        return total
+
+    # --- maintenance --------------------------------------------------------------------------
+
+    async def decay(self) -> int:
+        """Lower the importance of unused episodic memories and of events now past.
+
+        Applied at most once a day per row (by `updated_at`), so running it often, or again
+        after a crash, does not decay anything twice.
+        """
+        now = self._clock()
+        status = await self._pool.execute(
+            "update public.memories set importance = greatest(0.05, importance * $2), "
+            "updated_at = $1::timestamptz "
+            "where updated_at < $1::timestamptz - interval '1 day' and importance > 0.05 "
+            "and (last_accessed_at is null "
+            "     or last_accessed_at < $1::timestamptz - interval '7 days') "
+            "and (kind = 'episodic' or (kind = 'explicit' and category = 'EVENT' "
+            "     and event_date < ($1::timestamptz at time zone 'utc')::date))",
+            now, self._settings.memory_decay_factor,
+        )
+        count = _affected(status)
+        self._counters["decayed"] += count
+        return count
+
+    async def merge_duplicates(self, user_id: uuid.UUID | None = None) -> int:
+        """Supersede current explicit memories that repeat another under a different key.
+
+        Same scope and category, the same value (ignoring case and punctuation), and a
+        similar key or a near-identical embedding: the older one is superseded by the newer.
+        """
+        merged = 0
+        for scope in await self._scopes(user_id):
+            memories = await self._current_with_vectors(*scope)
+            gone: set[uuid.UUID] = set()
+            for a, va, b, vb in _pairs(memories):
+                if a.id in gone or b.id in gone or a.category != b.category:
+                    continue
+                if normalize_text(a.value or "") != normalize_text(b.value or ""):
+                    continue
+                if not (_keys_alike(a, b) or _cosine(va, vb) >= MERGE_SIMILARITY):
+                    continue
+                keep, drop = (a, b) if (a.occurred_at, a.created_at) >= (
+                    b.occurred_at, b.created_at) else (b, a)
+                status = await self._pool.execute(
+                    "update public.memories set superseded_at = $3, superseded_by = $2, "
+                    "updated_at = $3 where id = $1 and superseded_at is null",
+                    drop.id, keep.id, self._clock(),
+                )
+                if _affected(status):
+                    await self._pool.execute(
+                        "update public.memories set importance = greatest(importance, $2) "
+                        "where id = $1",
+                        keep.id, drop.importance,
+                    )
+                    merged += 1
+                gone.add(drop.id)
+            if gone:
+                await self._memory.invalidate(scope[0], scope[1])
+        self._counters["merged"] += merged
+        return merged
+
+    async def flag_contradictions(self, user_id: uuid.UUID | None = None) -> int:
+        """Mark pairs of current memories that look like one thing with two different values.
+
+        Same scope and category, alike keys ("favorite_food" / "favourite_food"), different
+        values: each gets the other's id in `source.contradicts`, for the model or the person
+        to settle. Flagging twice adds nothing.
+        """
+        flagged = 0
+        for scope in await self._scopes(user_id):
+            memories = await self._current_with_vectors(*scope)
+            for a, _, b, _ in _pairs(memories):
+                if a.category != b.category or not _keys_alike(a, b):
+                    continue
+                if normalize_text(a.value or "") == normalize_text(b.value or ""):
+                    continue
+                for one, other in ((a, b), (b, a)):
+                    status = await self._pool.execute(
+                        "update public.memories set source = jsonb_set(source, '{contradicts}', "
+                        "coalesce(source -> 'contradicts', '[]'::jsonb) || to_jsonb($2::text)) "
+                        "where id = $1 and not coalesce(source -> 'contradicts', '[]'::jsonb) "
+                        "? $2",
+                        one.id, str(other.id),
+                    )
+                    flagged += _affected(status)
+            if flagged:
+                await self._memory.invalidate(scope[0], scope[1])
+        self._counters["contradictions"] += flagged
+        return flagged
+
+    async def run_maintenance(self) -> dict[str, Any]:
+        """One pass of every job; skipped when another process holds the maintenance lock."""
+        async with self._pool.acquire() as lock_conn, lock_conn.transaction():
+            # Several workers share one database; one of them doing the sweep is enough.
+            if not await lock_conn.fetchval(
+                "select pg_try_advisory_xact_lock($1)", _MAINTENANCE_LOCK
+            ):
+                return {"skipped": True}
+            pending = await self.consolidate_pending()
+            decayed = await self.decay()
+            merged = await self.merge_duplicates()
+            flagged = await self.flag_contradictions()
+        self._counters["maintenance_runs"] += 1
+        return {
+            "skipped": False,
+            "consolidated_messages": pending.messages,
+            "saved": pending.saved,
+            "decayed": decayed,
+            "merged": merged,
+            "contradictions": flagged,
+        }
+
+    async def start(self) -> None:
+        """Run maintenance every `settings.maintenance_interval_s` until `stop()`."""
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.create_task(self._maintenance_loop())
+
+    async def stop(self) -> None:
+        """Stop the periodic loop and wait for background consolidations to finish."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        await self.drain()
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.maintenance_interval_s)
+            try:
+                await self.run_maintenance()
+            except Exception as exc:
+                logger.warning("memory maintenance failed (%s)", type(exc).__name__)
+
+    # --- stats and lifecycle --------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self._counters,
+            "pending_tasks": len(self._tasks),
+            "loop_running": self._loop_task is not None and not self._loop_task.done(),
+        }
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.stop()
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _scopes(self, user_id: uuid.UUID | None) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
+        rows = await self._pool.fetch(
+            "select user_id, companion_id from public.memories "
+            "where kind = 'explicit' and superseded_at is null "
+            "and ($1::uuid is null or user_id = $1) "
+            "group by user_id, companion_id having count(*) > 1",
+            user_id,
+        )
+        return [(r["user_id"], r["companion_id"]) for r in rows]
+
+    async def _current_with_vectors(
+        self, user_id: uuid.UUID, companion_id: uuid.UUID | None
+    ) -> list[tuple[Memory, np.ndarray | None]]:
+        rows = await self._pool.fetch(
+            f"select {MEMORY_COLUMNS}, embedding from public.memories "
+            "where user_id = $1 and companion_id is not distinct from $2 "
+            "and kind = 'explicit' and superseded_at is null order by created_at limit 1000",
+            user_id, companion_id,
+        )
+        return [(Memory.from_record(r), r["embedding"]) for r in rows]
+
+
+def _parse_item(
+    item: Any, refs: dict[str, asyncpg.Record]
+) -> tuple[str, str, str, float | None, list[asyncpg.Record]] | None:
+    """A valid item sourced to at least one of the person's own messages, or None."""
+    if not isinstance(item, dict):
+        return None
+    category, key, value = item.get("category"), item.get("key"), item.get("value")
+    if not all(isinstance(v, str) and v.strip() for v in (category, key, value)):
+        return None
+    raw_refs = item.get("source_message_ids") or []
+    if not isinstance(raw_refs, list):
+        return None
+    # The companion's own words are never facts about the person: only user turns count.
+    sources = [
+        refs[ref] for ref in dict.fromkeys(str(r) for r in raw_refs)
+        if ref in refs and refs[ref]["role"] == "user"
+    ]
+    if not sources:
+        return None
+    importance = item.get("importance")
+    if not isinstance(importance, int | float) or isinstance(importance, bool):
+        importance = None
+    else:
+        importance = min(1.0, max(0.0, float(importance)))
+    return str(category), str(key), str(value), importance, sources
+
+
+def _strip_fences(text: str) -> str:
+    """Some OpenAI-compatible servers wrap JSON in a Markdown code fence despite json_object."""
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    return text
+
+
+def _pairs(
+    memories: list[tuple[Memory, np.ndarray | None]],
+) -> list[tuple[Memory, np.ndarray | None, Memory, np.ndarray | None]]:
+    return [
+        (a, va, b, vb)
+        for i, (a, va) in enumerate(memories)
+        for (b, vb) in memories[i + 1 :]
+    ]
+
+
+def _keys_alike(a: Memory, b: Memory) -> bool:
+    return difflib.SequenceMatcher(None, a.key or "", b.key or "").ratio() >= KEY_SIMILARITY
+
+
+def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    if a is None or b is None or len(a) == 0 or len(a) != len(b):
+        return 0.0
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / denom) if denom else 0.0
+
+
+def _affected(status: str) -> int:
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
