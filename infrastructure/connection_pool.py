@@ -28,7 +28,9 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InterfaceError,
+    # Raised when a server shutdown kills a connection mid-statement. (Not InterfaceError:
+    # its subclass DataError is a bad argument, which no retry can fix.)
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
