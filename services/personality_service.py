@@ -1,0 +1,606 @@
+"""The companion's inner life per user: PAD mood, needs and quirks, persisted with history.
+
+Big Five traits are fixed on the companion. Each user turn is appraised locally (no LLM on the
+critical path) and moves the mood; time pulls the mood back toward its baseline; at session
+end the baseline drifts a bounded step toward the session's mean mood and patterns that
+recurred feed quirks. The live state sits in the shared cache (so any worker sees it) and every
+change goes to Postgres through the write batcher, with a history row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from core.config import Settings
+from core.dates import utc_now
+from core.errors import CompanionError
+from core.latency import LatencyWindow
+from core.pad import (
+    PAD,
+    apply_impulse,
+    decay_toward,
+    drift_baseline,
+    emotion_label,
+    sensitivity,
+    temperament,
+)
+from core.validators import MAX_UTTERANCE_CHARS, clean_text
+from infrastructure.connection_pool import ConnectionPool
+from infrastructure.database_batcher import DatabaseBatcher
+from infrastructure.redis_cache import Cache
+from services import mood as moodlib
+from services.companion_service import Companion
+from services.mood import NEEDS, QUIRK_ACTIVE_STRENGTH, Needs, QuirkPattern
+
+logger = logging.getLogger(__name__)
+
+# Distinct patterns tracked per session; openers are open-ended, so the table is capped.
+MAX_PATTERNS_PER_SESSION = 200
+MAX_DESCRIBED_QUIRKS = 3
+LLM_TRANSCRIPT_CHARS = 6_000
+_QUIRK_NAME = re.compile(r"[^a-z0-9]+")
+
+_OP_STATE = "personality.state"
+_OP_HISTORY = "personality.history"
+_OP_NEED = "personality.need"
+_OP_QUIRK = "personality.quirk"
+# Upserts keep the newest write: a retried or replayed older batch cannot roll state back.
+_SQL: dict[str, str] = {
+    _OP_STATE: (
+        "insert into personality_state (user_id, companion_id, pleasure, arousal, dominance, "
+        "baseline_pleasure, baseline_arousal, baseline_dominance, emotion, updated_at) "
+        "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+        "on conflict (user_id, companion_id) do update set pleasure = excluded.pleasure, "
+        "arousal = excluded.arousal, dominance = excluded.dominance, "
+        "baseline_pleasure = excluded.baseline_pleasure, "
+        "baseline_arousal = excluded.baseline_arousal, "
+        "baseline_dominance = excluded.baseline_dominance, emotion = excluded.emotion, "
+        "updated_at = excluded.updated_at "
+        "where personality_state.updated_at <= excluded.updated_at"
+    ),
+    _OP_HISTORY: (
+        "insert into personality_history (id, user_id, companion_id, pleasure, arousal, "
+        "dominance, emotion, reason, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+        "on conflict (id) do nothing"
+    ),
+    _OP_NEED: (
+        "insert into needs (user_id, companion_id, need, level, updated_at) "
+        "values ($1, $2, $3, $4, $5) on conflict (user_id, companion_id, need) do update "
+        "set level = excluded.level, updated_at = excluded.updated_at "
+        "where needs.updated_at <= excluded.updated_at"
+    ),
+    _OP_QUIRK: (
+        "insert into quirks (user_id, companion_id, name, description, strength, uses, "
+        "last_used_at) values ($1, $2, $3, $4, $5, $6, $7) "
+        "on conflict (user_id, companion_id, name) do update "
+        "set description = excluded.description, strength = excluded.strength, "
+        "uses = excluded.uses, last_used_at = excluded.last_used_at "
+        "where quirks.last_used_at is null or quirks.last_used_at <= excluded.last_used_at"
+    ),
+}
+
+_LOAD_SQL = """
+select
+  (select row_to_json(s) from (
+     select pleasure, arousal, dominance, baseline_pleasure, baseline_arousal,
+            baseline_dominance, emotion, updated_at
+     from personality_state where user_id = $1 and companion_id = $2) s) as state,
+  (select coalesce(json_agg(json_build_object(
+     'need', need, 'level', level, 'updated_at', updated_at)), '[]'::json)
+   from needs where user_id = $1 and companion_id = $2) as needs,
+  (select coalesce(json_agg(json_build_object(
+     'name', name, 'description', description, 'strength', strength, 'uses', uses,
+     'last_used_at', last_used_at) order by strength desc), '[]'::json)
+   from quirks where user_id = $1 and companion_id = $2) as quirks
+"""
+
+_LLM_QUIRK_PROMPT = (
+    "You study a conversation between a user and their companion, {name}. List at most three "
+    "habits the companion showed at least twice: recurring phrases, ways of reacting, speech "
+    "patterns. Answer only with JSON: {{\"quirks\": [{{\"name\": \"short_snake_case\", "
+    "\"description\": \"a short phrase in the third person\"}}]}}. No habits: {{\"quirks\": []}}."
+)
+
+
+@dataclass(frozen=True)
+class MoodState:
+    """The companion's mood toward one user, as of `updated_at`.
+
+    Attributes:
+        mood: the current PAD point.
+        baseline: where the mood rests when nothing happens (drifts slowly between sessions).
+        emotion: the label of `mood` (see core.pad.emotion_label).
+        updated_at: when this state was computed; None for a never-stored initial state.
+    """
+
+    mood: PAD
+    baseline: PAD
+    emotion: str
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Quirk:
+    """A speech or behaviour pattern of the companion; `strength` is as of now (faded)."""
+
+    name: str
+    description: str
+    strength: float
+    uses: int
+    last_used_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.strength >= QUIRK_ACTIVE_STRENGTH
+
+
+@dataclass(frozen=True)
+class PersonalitySnapshot:
+    """Mood, needs and quirks together, all brought to the same moment."""
+
+    mood: MoodState
+    needs: Needs
+    quirks: tuple[Quirk, ...]
+
+
+@dataclass
+class _Stored:
+    """What is persisted (and cached): values as of their own timestamps, not decayed."""
+
+    mood: PAD
+    baseline: PAD
+    emotion: str
+    updated_at: datetime | None
+    needs: dict[str, tuple[float, datetime | None]]
+    quirks: dict[str, dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mood": list(self.mood.as_tuple()),
+            "baseline": list(self.baseline.as_tuple()),
+            "emotion": self.emotion,
+            "updated_at": _iso(self.updated_at),
+            "needs": {n: [lvl, _iso(at)] for n, (lvl, at) in self.needs.items()},
+            "quirks": [
+                {**q, "last_used_at": _iso(q["last_used_at"])} for q in self.quirks.values()
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _Stored:
+        return cls(
+            mood=PAD.from_sequence(data["mood"]),
+            baseline=PAD.from_sequence(data["baseline"]),
+            emotion=data["emotion"],
+            updated_at=_parse_dt(data["updated_at"]),
+            needs={n: (float(v[0]), _parse_dt(v[1])) for n, v in data["needs"].items()},
+            quirks={
+                q["name"]: {**q, "last_used_at": _parse_dt(q["last_used_at"])}
+                for q in data["quirks"]
+            },
+        )
+
+
+@dataclass
+class _Session:
+    """What one session contributes at its end: the moods it passed through, its patterns."""
+
+    mood_sum: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    turns: int = 0
+    patterns: Counter[str] = field(default_factory=Counter)
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+    def add_mood(self, mood: PAD) -> None:
+        for i, v in enumerate(mood.as_tuple()):
+            self.mood_sum[i] += v
+        self.turns += 1
+
+    def mean(self) -> PAD | None:
+        if not self.turns:
+            return None
+        return PAD(*(v / self.turns for v in self.mood_sum))
+
+    def add_patterns(self, patterns: Sequence[QuirkPattern]) -> None:
+        for pattern in patterns:
+            if pattern.name not in self.patterns and len(self.patterns) >= MAX_PATTERNS_PER_SESSION:
+                continue
+            self.patterns[pattern.name] += 1
+            self.descriptions[pattern.name] = pattern.description
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _elapsed_s(since: datetime | None, now: datetime) -> float:
+    return 0.0 if since is None else max(0.0, (now - since).total_seconds())
+
+
+class PersonalityService:
+    """Mood, needs and quirks of each companion toward each user.
+
+    Args:
+        pool: the shared connection pool (reads on a cache miss; LLM client for quirks).
+        cache: the shared cache; the live state of a pair is kept under
+            `personality:<user_id>:<companion_id>`.
+        batcher: every write goes through it (registered ops `personality.*`).
+        settings: mood half-life, drift rate and step, needs half-life, quirk settings.
+        clock: returns "now" (aware); tests pass a controllable one.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: ConnectionPool,
+        cache: Cache,
+        batcher: DatabaseBatcher,
+        settings: Settings,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._pool = pool
+        self._cache = cache
+        self._batcher = batcher
+        self._settings = settings
+        self._clock = clock
+        for op, sql in _SQL.items():
+            batcher.register(op, sql)
+        self._sessions: dict[tuple[uuid.UUID, uuid.UUID], _Session] = {}
+        self._turn_ms = LatencyWindow()
+        self._loads = 0
+        self._sessions_ended = 0
+        self._quirks_reinforced = 0
+        self._llm_calls = 0
+        self._llm_failures = 0
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def state(self, user_id: uuid.UUID, companion: Companion) -> MoodState:
+        """The mood now: the stored mood decayed toward its baseline for the time since."""
+        return (await self.snapshot(user_id, companion)).mood
+
+    async def snapshot(self, user_id: uuid.UUID, companion: Companion) -> PersonalitySnapshot:
+        """Mood, needs and quirks as of now, in one cache read (one query on a miss)."""
+        stored = await self._load(user_id, companion)
+        return self._view(stored, self._clock())
+
+    def appraise(self, text: str) -> PAD:
+        """The emotion a turn expresses; local, microseconds, no LLM."""
+        return moodlib.appraise(text[:MAX_UTTERANCE_CHARS])
+
+    # --- writing -----------------------------------------------------------------------------
+
+    async def on_user_turn(
+        self, user_id: uuid.UUID, companion: Companion, text: str
+    ) -> MoodState:
+        """Appraise a user turn, move mood and needs, persist both (batched) with history."""
+        started = time.perf_counter()
+        text = clean_text(text, field="utterance", max_chars=MAX_UTTERANCE_CHARS, truncate=True)
+        now = self._clock()
+        stored = await self._load(user_id, companion)
+        view = self._view(stored, now)
+        impulse = moodlib.appraise(text)
+        mood = apply_impulse(view.mood.mood, impulse, sensitivity(companion.traits))
+        needs = moodlib.satisfy(view.needs, moodlib.need_deltas(text))
+        state = MoodState(mood, view.mood.baseline, emotion_label(mood), now)
+
+        session = self._session(user_id, companion)
+        session.add_mood(mood)
+        session.add_patterns(moodlib.user_patterns(text))
+
+        stored.mood, stored.emotion, stored.updated_at = mood, state.emotion, now
+        stored.needs = {n: (float(getattr(needs, n)), now) for n in NEEDS}
+        await self._cache.set_json(self._key(user_id, companion), stored.to_json(),
+                                   ttl_s=self._settings.cache_default_ttl_s)
+        self._persist_state(user_id, companion, stored, reason="user_turn")
+        for name in NEEDS:
+            self._batcher.enqueue(
+                _OP_NEED, (user_id, companion.id, name, float(getattr(needs, name)), now)
+            )
+        self._turn_ms.add((time.perf_counter() - started) * 1000)
+        return state
+
+    def observe_reply(self, user_id: uuid.UUID, companion: Companion, text: str) -> None:
+        """Count patterns in the companion's own reply; no I/O (quirks update at session end)."""
+        self._session(user_id, companion).add_patterns(moodlib.reply_patterns(text))
+
+    async def end_session(self, user_id: uuid.UUID, companion: Companion) -> MoodState:
+        """Drift the baseline toward the session's mean mood and feed recurring patterns into
+        quirks; persists through the batcher. Safe to call for a session without turns."""
+        now = self._clock()
+        session = self._sessions.pop((user_id, companion.id), _Session())
+        stored = await self._load(user_id, companion)
+        view = self._view(stored, now)
+        mean = session.mean()
+        baseline = view.mood.baseline
+        if mean is not None:
+            baseline = drift_baseline(
+                baseline, mean, rate=self._settings.mood_drift_rate,
+                max_step=self._settings.mood_drift_max_step,
+            )
+        recurring = [
+            QuirkPattern(name, session.descriptions[name])
+            for name, count in session.patterns.items()
+            if count >= self._settings.quirk_min_repeats
+        ]
+        stored.mood, stored.baseline = view.mood.mood, baseline
+        stored.emotion, stored.updated_at = view.mood.emotion, now
+        self._reinforce(user_id, companion, stored, recurring, now,
+                        uses={n: session.patterns[n] for n in session.patterns})
+        await self._cache.set_json(self._key(user_id, companion), stored.to_json(),
+                                   ttl_s=self._settings.cache_default_ttl_s)
+        self._persist_state(user_id, companion, stored, reason="session_end")
+        self._sessions_ended += 1
+        logger.info(
+            "personality session ended (turns=%s, drifted=%s, quirks_fed=%s)",
+            session.turns, mean is not None, len(recurring),
+        )
+        return MoodState(view.mood.mood, baseline, view.mood.emotion, now)
+
+    async def reinforce_quirks(
+        self, user_id: uuid.UUID, companion: Companion, patterns: Sequence[QuirkPattern]
+    ) -> list[Quirk]:
+        """Strengthen (or create) quirks for patterns observed now; returns them as of now."""
+        now = self._clock()
+        stored = await self._load(user_id, companion)
+        self._reinforce(user_id, companion, stored, patterns, now, uses={})
+        await self._cache.set_json(self._key(user_id, companion), stored.to_json(),
+                                   ttl_s=self._settings.cache_default_ttl_s)
+        quirks = self._view(stored, now).quirks
+        names = {p.name for p in patterns}
+        return [q for q in quirks if q.name in names]
+
+    async def learn_quirks(
+        self, user_id: uuid.UUID, companion: Companion, transcript: Sequence[str]
+    ) -> list[Quirk]:
+        """Ask the LLM which habits the companion showed in a transcript and reinforce them.
+
+        Slow (one LLM call): run it off the critical path, e.g. after the session. Failures
+        are logged and give an empty list; they never reach the caller.
+        """
+        text = "\n".join(transcript)[-LLM_TRANSCRIPT_CHARS:]
+        if not text.strip():
+            return []
+        self._llm_calls += 1
+        try:
+            response = await self._pool.openai.chat.completions.create(
+                model=self._settings.llm_model,
+                messages=[
+                    {"role": "system", "content": _LLM_QUIRK_PROMPT.format(name=companion.name)},
+                    {"role": "user", "content": text},
+                ],
+                response_format={"type": "json_object"},
+                temperature=0,
+            )
+            patterns = _parse_llm_quirks(response.choices[0].message.content or "")
+        except CompanionError as exc:
+            self._llm_failures += 1
+            logger.info("quirk learning skipped (%s)", type(exc).__name__)
+            return []
+        except Exception as exc:  # the LLM is optional here; never fail the session end
+            self._llm_failures += 1
+            logger.warning("quirk learning failed (%s)", type(exc).__name__)
+            return []
+        if not patterns:
+            return []
+        return await self.reinforce_quirks(user_id, companion, patterns)
+
+    # --- instructions ------------------------------------------------------------------------
+
+    def describe(
+        self,
+        companion: Companion,
+        mood: MoodState,
+        quirks: Sequence[Quirk] = (),
+        needs: Needs | None = None,
+    ) -> str:
+        """One compact paragraph for the instructions: character, mood, needs, quirks."""
+        parts = [f"You are {companion.name}, the user's {companion.character}."]
+        adjectives = _trait_words(companion)
+        if adjectives:
+            parts.append(f"Temperament: {', '.join(adjectives)}.")
+        m = mood.mood
+        parts.append(
+            f"Current mood: {mood.emotion} (pleasure {m.pleasure:+.2f}, arousal "
+            f"{m.arousal:+.2f}, dominance {m.dominance:+.2f}); let it colour your tone lightly."
+        )
+        if needs is not None:
+            name, urgency = needs.most_pressing()
+            if urgency >= 0.6:
+                parts.append(f"You are {_NEED_WORDS[name]}.")
+        active = [q for q in quirks if q.active][:MAX_DESCRIBED_QUIRKS]
+        if active:
+            parts.append("Habits: " + "; ".join(q.description for q in active) + ".")
+        return " ".join(parts)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "turns": self._turn_ms.count,
+            "turn_ms": self._turn_ms.summary(),
+            "db_loads": self._loads,
+            "open_sessions": len(self._sessions),
+            "sessions_ended": self._sessions_ended,
+            "quirks_reinforced": self._quirks_reinforced,
+            "llm_quirk_calls": self._llm_calls,
+            "llm_quirk_failures": self._llm_failures,
+        }
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _session(self, user_id: uuid.UUID, companion: Companion) -> _Session:
+        return self._sessions.setdefault((user_id, companion.id), _Session())
+
+    async def _load(self, user_id: uuid.UUID, companion: Companion) -> _Stored:
+        key = self._key(user_id, companion)
+        cached = await self._cache.get_json(key)
+        if isinstance(cached, dict):
+            try:
+                return _Stored.from_json(cached)
+            except (KeyError, TypeError, ValueError):
+                logger.warning("cached personality state is malformed; reloading it")
+        self._loads += 1
+        row = await self._pool.fetchrow(_LOAD_SQL, user_id, companion.id)
+        stored = self._from_row(companion, row)
+        await self._cache.set_json(key, stored.to_json(), ttl_s=self._settings.cache_default_ttl_s)
+        return stored
+
+    @staticmethod
+    def _from_row(companion: Companion, row: Any) -> _Stored:
+        state = json.loads(row["state"]) if row and row["state"] else None
+        if state is None:
+            rest = temperament(companion.traits)
+            mood, baseline, emotion, updated = rest, rest, emotion_label(rest), None
+        else:
+            mood = PAD(state["pleasure"], state["arousal"], state["dominance"])
+            baseline = PAD(state["baseline_pleasure"], state["baseline_arousal"],
+                           state["baseline_dominance"])
+            emotion, updated = state["emotion"], _parse_dt(state["updated_at"])
+        needs: dict[str, tuple[float, datetime | None]] = {
+            n: (moodlib.DEFAULT_NEED_LEVEL, None) for n in NEEDS
+        }
+        for item in json.loads(row["needs"]) if row else []:
+            needs[item["need"]] = (float(item["level"]), _parse_dt(item["updated_at"]))
+        quirks = {
+            q["name"]: {**q, "last_used_at": _parse_dt(q["last_used_at"])}
+            for q in (json.loads(row["quirks"]) if row else [])
+        }
+        return _Stored(mood, baseline, emotion, updated, needs, quirks)
+
+    def _view(self, stored: _Stored, now: datetime) -> PersonalitySnapshot:
+        elapsed = _elapsed_s(stored.updated_at, now)
+        mood = decay_toward(stored.mood, stored.baseline, elapsed, self._settings.mood_half_life_s)
+        needs = moodlib.decay_needs(
+            Needs(**{n: lvl for n, (lvl, _) in stored.needs.items()}),
+            {n: _elapsed_s(at, now) for n, (_, at) in stored.needs.items()},
+            self._settings.needs_half_life_s,
+        )
+        half_life = self._settings.quirk_half_life_days * 86_400
+        quirks = sorted(
+            (
+                Quirk(
+                    name=q["name"],
+                    description=q["description"],
+                    strength=moodlib.quirk_strength_now(
+                        float(q["strength"]), _elapsed_s(q["last_used_at"], now), half_life
+                    ),
+                    uses=int(q["uses"]),
+                    last_used_at=q["last_used_at"],
+                )
+                for q in stored.quirks.values()
+            ),
+            key=lambda q: -q.strength,
+        )
+        return PersonalitySnapshot(
+            MoodState(mood, stored.baseline, emotion_label(mood), stored.updated_at and now),
+            needs,
+            tuple(quirks),
+        )
+
+    def _reinforce(
+        self,
+        user_id: uuid.UUID,
+        companion: Companion,
+        stored: _Stored,
+        patterns: Sequence[QuirkPattern],
+        now: datetime,
+        *,
+        uses: Mapping[str, int],
+    ) -> None:
+        current = {q.name: q for q in self._view(stored, now).quirks}
+        for pattern in patterns:
+            before = current.get(pattern.name)
+            strength = moodlib.reinforce(before.strength if before else 0.0)
+            count = (before.uses if before else 0) + max(1, uses.get(pattern.name, 1))
+            stored.quirks[pattern.name] = {
+                "name": pattern.name, "description": pattern.description,
+                "strength": strength, "uses": count, "last_used_at": now,
+            }
+            self._batcher.enqueue(
+                _OP_QUIRK,
+                (user_id, companion.id, pattern.name, pattern.description, strength, count, now),
+            )
+            self._quirks_reinforced += 1
+
+    def _persist_state(
+        self, user_id: uuid.UUID, companion: Companion, stored: _Stored, *, reason: str
+    ) -> None:
+        m, b = stored.mood, stored.baseline
+        self._batcher.enqueue(
+            _OP_STATE,
+            (user_id, companion.id, m.pleasure, m.arousal, m.dominance, b.pleasure, b.arousal,
+             b.dominance, stored.emotion, stored.updated_at),
+        )
+        self._batcher.enqueue(
+            _OP_HISTORY,
+            (uuid.uuid4(), user_id, companion.id, m.pleasure, m.arousal, m.dominance,
+             stored.emotion, reason, stored.updated_at),
+        )
+
+    @staticmethod
+    def _key(user_id: uuid.UUID, companion: Companion) -> str:
+        return f"personality:{user_id}:{companion.id}"
+
+
+_NEED_WORDS = {
+    "social": "longing for some warm, personal conversation",
+    "intellectual": "hungry for an interesting idea or question to think about",
+    "creative": "in the mood for something playful or imaginative",
+    "rest": "a little tired; keep things gentle and unhurried",
+}
+
+
+def _trait_words(companion: Companion) -> list[str]:
+    t = companion.traits
+    pairs = (
+        (t.openness, "curious", "practical"),
+        (t.conscientiousness, "dependable", "spontaneous"),
+        (t.extraversion, "outgoing", "reserved"),
+        (t.agreeableness, "warm", "blunt"),
+        (t.neuroticism, "sensitive", "steady"),
+    )
+    return [high if v >= 0.65 else low for v, high, low in pairs if v >= 0.65 or v <= 0.35]
+
+
+def _parse_llm_quirks(content: str) -> list[QuirkPattern]:
+    """Quirks from the LLM's JSON answer; anything malformed is skipped, not trusted."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return []
+    items = data.get("quirks") if isinstance(data, dict) else None
+    patterns: list[QuirkPattern] = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        name = _QUIRK_NAME.sub("_", str(item.get("name", "")).lower()).strip("_")[:40]
+        try:
+            description = clean_text(
+                str(item.get("description", "")), field="quirk", max_chars=120, truncate=True
+            )
+        except CompanionError:
+            continue
+        if name and description:
+            patterns.append(QuirkPattern(f"llm:{name}", description))
+    return patterns[:3]
+
+
+__all__ = [
+    "MoodState",
+    "Needs",
+    "PersonalityService",
+    "PersonalitySnapshot",
+    "Quirk",
+    "QuirkPattern",
+]
