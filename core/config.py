@@ -38,6 +38,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="forbid",
         case_sensitive=False,
+        # `KEY=` in .env means "use the default", as .env.example lists every key empty.
+        env_ignore_empty=True,
     )
 
     # --- Database -------------------------------------------------------------------------
