@@ -116,6 +116,15 @@ class Settings(BaseSettings):
     default_companion_name: str = "Veda"
     rag_budget_ms: int = Field(default=150, ge=1, le=5_000)
     rag_top_k: int = Field(default=6, ge=1, le=50)
+    rag_min_similarity: float = Field(
+        default=0.2, ge=-1, le=1,
+        description="Relevance floor: cosine similarity a memory needs unless its keywords match.",
+    )
+    rag_min_coverage: float = Field(
+        default=0.3, ge=0, le=1,
+        description="Relevance floor: share of the query's keyword weight a memory must match "
+        "when its similarity is below RAG_MIN_SIMILARITY.",
+    )
     session_resume_grace_s: int = Field(default=300, ge=0)
 
     # --- Abuse limits (per user; Redis-backed, per process while Redis is away) ----------------

@@ -1,0 +1,161 @@
+"""The local prompt-injection detector: normalized text against curated weighted patterns.
+
+Pure and synchronous (regexes only, no I/O, no model), so it can run on every user turn before
+retrieval and the LLM. `SecurityService` wraps it with incident records and the refusal.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from services.injection_patterns import (
+    PATTERNS,
+    VOCABULARY,
+    InjectionCategory,
+    Pattern,
+    Views,
+    normalize,
+)
+
+DEFAULT_THRESHOLD = 0.5
+MATCHED_CHARS = 120
+FOREIGN_ID_PATTERN = "id.foreign_uuid"
+FOREIGN_ID_WEIGHT = 0.9
+_TOOL_ARG_MAX_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class InjectionVerdict:
+    """What the detector found in one text.
+
+    Attributes:
+        flagged: the combined score reached the threshold; the turn should be refused.
+        category: the category of the strongest signal (NONE when not flagged).
+        score: 0..1, the signals combined as independent evidence.
+        pattern: name of the strongest signal (None when not flagged).
+        matched: the normalized text that signal matched, shortened (empty when not flagged).
+        signals: every signal seen, strongest first, including ones too weak on their own.
+    """
+
+    flagged: bool
+    category: InjectionCategory
+    score: float
+    pattern: str | None
+    matched: str
+    signals: tuple[str, ...] = ()
+
+    @classmethod
+    def clean(cls, signals: tuple[str, ...] = (), score: float = 0.0) -> InjectionVerdict:
+        return cls(False, InjectionCategory.NONE, score, None, "", signals)
+
+
+@dataclass(frozen=True)
+class _Hit:
+    name: str
+    category: InjectionCategory
+    weight: float
+    matched: str
+
+
+class InjectionDetector:
+    """Scores a text against `PATTERNS` and flags it from `threshold` on.
+
+    Args:
+        threshold: combined score (0..1) from which a text is flagged.
+    """
+
+    def __init__(self, *, threshold: float = DEFAULT_THRESHOLD) -> None:
+        self.threshold = threshold
+
+    def inspect(
+        self,
+        text: object,
+        *,
+        user_id: uuid.UUID | None = None,
+        companion_id: uuid.UUID | None = None,
+        allowed_ids: Iterable[uuid.UUID] = (),
+    ) -> InjectionVerdict:
+        """Check one text; never raises, whatever it is given.
+
+        Args:
+            text: what the user said (str; bytes and other objects are coerced).
+            user_id: the session's own user; a UUID in the text that is not this one (nor
+                `companion_id` nor one of `allowed_ids`) is a signal by itself. Without it,
+                every UUID in the text counts as foreign.
+            companion_id: the session's companion.
+            allowed_ids: further ids the text may legitimately contain.
+        """
+        views = normalize(text, VOCABULARY)
+        hits = [hit for pattern in PATTERNS if (hit := _match(pattern, views)) is not None]
+        own = {i for i in (user_id, companion_id, *allowed_ids) if i is not None}
+        foreign = [found for found in views.uuids if found not in own]
+        if foreign:
+            hits.append(
+                _Hit(FOREIGN_ID_PATTERN, InjectionCategory.FOREIGN_ID, FOREIGN_ID_WEIGHT,
+                     str(foreign[0]))
+            )
+        return self._verdict(hits)
+
+    def inspect_tool_args(
+        self,
+        args: Mapping[str, Any],
+        *,
+        user_id: uuid.UUID,
+        companion_id: uuid.UUID | None = None,
+    ) -> InjectionVerdict:
+        """Check the arguments the LLM chose for a tool call (ids of other users, say)."""
+        parts: list[str] = []
+        _flatten(args, parts, 0)
+        return self.inspect("\n".join(parts), user_id=user_id, companion_id=companion_id)
+
+    def _verdict(self, hits: list[_Hit]) -> InjectionVerdict:
+        if not hits:
+            return InjectionVerdict.clean()
+        hits.sort(key=lambda h: h.weight, reverse=True)
+        score = 1.0 - math.prod(1.0 - h.weight for h in hits)
+        score = round(min(1.0, max(0.0, score)), 3)
+        signals = tuple(h.name for h in hits)
+        if score < self.threshold:
+            return InjectionVerdict.clean(signals, score)
+        top = hits[0]
+        return InjectionVerdict(
+            flagged=True,
+            category=top.category,
+            score=score,
+            pattern=top.name,
+            matched=top.matched[:MATCHED_CHARS],
+            signals=signals,
+        )
+
+
+def _match(pattern: Pattern, views: Views) -> _Hit | None:
+    if pattern.view == "squashed":
+        text = views.squashed
+    elif pattern.view == "raw":
+        text = views.raw
+    else:
+        text = views.words
+    if not text:
+        return None
+    for match in pattern.regex.finditer(text):
+        if pattern.check is None or pattern.check(match):
+            return _Hit(pattern.name, pattern.category, pattern.weight, match.group(0).strip())
+    return None
+
+
+def _flatten(value: Any, out: list[str], depth: int) -> None:
+    if depth > _TOOL_ARG_MAX_DEPTH:
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            out.append(str(key))
+            _flatten(item, out, depth + 1)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _flatten(item, out, depth + 1)
+    elif value is not None:
+        out.append(str(value))
