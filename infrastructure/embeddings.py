@@ -134,6 +134,8 @@ class _CachedEmbedder(Embedder):
         return (await self.embed_batch([text]))[0]
 
     async def embed_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        # Lone surrogates (from broken clients) can be neither hashed nor sent as JSON.
+        texts = [t.encode("utf-8", errors="replace").decode("utf-8") for t in texts]
         keys = [self._cache.key(text) for text in texts]
         found: dict[str, np.ndarray] = {}
         missing: dict[str, str] = {}
