@@ -1,0 +1,490 @@
+"""The composition root: builds the shared infrastructure and every service once per job, and
+opens one person's session with one companion on top of them.
+
+Nothing else constructs services. `Services.aclose()` finishes background work, drains the
+batcher and closes in the reverse order of construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit.agents import AgentSession, llm
+from livekit.agents.voice.events import ConversationItemAddedEvent
+
+from core.config import Settings
+from core.errors import InvalidIdentity
+from core.latency import LatencyWindow
+from core.prompts import render
+from core.validators import WriteGuard
+from infrastructure.connection_pool import ConnectionPool
+from infrastructure.database_batcher import DatabaseBatcher
+from infrastructure.embeddings import Embedder, LocalEmbedder, build_embedder, check_dimension
+from infrastructure.redis_cache import RedisCache
+from rag_system import RetrievalEngine
+from services.companion_service import Companion, CompanionService
+from services.consolidation_service import ConsolidationService
+from services.conversation_service import (
+    ConversationService,
+    ConversationSession,
+    GreetingContext,
+)
+from services.memory_service import MemoryService
+from services.onboarding_service import OnboardingData, OnboardingService
+from services.personality_service import PersonalityService, PersonalitySnapshot
+from services.proactive_service import ProactiveService, SilenceWatcher
+from services.profile_service import ProfileService, profile_line
+from services.rag_service import RAGService
+from services.user_service import UserProfile, UserService
+
+logger = logging.getLogger(__name__)
+
+MEMORY_ITEM_PREFIX = "memory_context_"
+RECENT_TURNS = 6
+MAX_PREFETCHES = 4
+MAX_HEARD_CHARS = 4_000
+# Metrics only a spoken user turn, or the reply to one, carries.
+_SPOKEN_METRICS = {"user": "stopped_speaking_at", "assistant": "e2e_latency"}
+CHARACTER_PHRASES = {
+    "friend": "a close friend",
+    "partner": "a loving partner",
+    "mentor": "a wise mentor",
+    "parent": "a caring parent figure",
+    "sibling": "a sibling",
+    "child": "a curious, cheerful child",
+}
+
+
+@dataclass
+class Services:
+    """Every shared resource and service of one job, built by `build_services`."""
+
+    settings: Settings
+    pool: ConnectionPool
+    cache: RedisCache
+    embedder: Embedder
+    batcher: DatabaseBatcher
+    users: UserService
+    companions: CompanionService
+    memory: MemoryService
+    retrieval: RetrievalEngine
+    rag: RAGService
+    personality: PersonalityService
+    proactive: ProactiveService
+    conversations: ConversationService
+    onboarding: OnboardingService
+    profiles: ProfileService
+    consolidation: ConsolidationService
+    owns_embedder: bool = True
+    closed: bool = False
+
+    async def aclose(self) -> None:
+        """Finish background work, drain the batcher, then close in reverse order."""
+        if self.closed:
+            return
+        self.closed = True
+        started = time.perf_counter()
+        # Services first: their background tasks still write through the batcher and pool.
+        for name, closer in (
+            ("conversations", self.conversations.aclose),
+            ("profiles", self.profiles.aclose),
+            ("consolidation", self.consolidation.aclose),
+            ("rag", self.rag.aclose),
+            ("memory", self.memory.aclose),
+            ("batcher", self.batcher.aclose),
+            ("embedder", self.embedder.aclose if self.owns_embedder else None),
+            ("cache", self.cache.aclose),
+            ("pool", self.pool.aclose),
+        ):
+            if closer is None:
+                continue
+            logger.debug("closing %s", name)
+            try:
+                await closer()
+            except Exception as exc:
+                # Keep closing the rest: a failed drain must not leave the pool open.
+                logger.warning("closing %s failed (%s)", name, type(exc).__name__)
+        logger.info("services closed (ms=%.0f)", (time.perf_counter() - started) * 1000)
+
+
+async def build_services(
+    settings: Settings, *, local_embedder: LocalEmbedder | None = None
+) -> Services:
+    """Open the pool, cache, embedder and batcher, and build every service on them.
+
+    Args:
+        settings: parsed settings.
+        local_embedder: the model prewarm loaded (EMBEDDING_PROVIDER=local); owned by the
+            caller, so it is not closed with the services.
+    """
+    opened: list[Any] = []
+    try:
+        pool = await ConnectionPool.create(settings)
+        opened.append(pool)
+        cache = await RedisCache.create(settings)
+        opened.append(cache)
+        embedder = build_embedder(settings, pool, local=local_embedder)
+        if embedder is not local_embedder:
+            opened.append(embedder)
+        await check_dimension(pool, embedder)
+        batcher = DatabaseBatcher(pool=pool, settings=settings)
+        await batcher.start()
+        opened.append(batcher)
+    except BaseException:
+        for resource in reversed(opened):
+            try:
+                await resource.aclose()
+            except Exception as exc:
+                logger.warning("cleanup after a failed start failed (%s)", type(exc).__name__)
+        raise
+
+    users = UserService(pool=pool, cache=cache, settings=settings)
+    companions = CompanionService(pool=pool, cache=cache, settings=settings)
+    memory = MemoryService(
+        pool=pool, cache=cache, batcher=batcher, embedder=embedder, settings=settings
+    )
+    retrieval = RetrievalEngine(pool=pool, embedder=embedder, settings=settings)
+    rag = RAGService(engine=retrieval, memory=memory, cache=cache, settings=settings)
+    personality = PersonalityService(pool=pool, cache=cache, batcher=batcher, settings=settings)
+    proactive = ProactiveService(pool=pool, personality=personality, settings=settings)
+    conversations = ConversationService(
+        pool=pool, cache=cache, batcher=batcher, settings=settings
+    )
+    onboarding = OnboardingService(users=users, companions=companions)
+    profiles = ProfileService(pool=pool, users=users, memory=memory, settings=settings)
+    consolidation = ConsolidationService(pool=pool, memory=memory, settings=settings)
+    await consolidation.start()
+    return Services(
+        settings=settings, pool=pool, cache=cache, embedder=embedder, batcher=batcher,
+        users=users, companions=companions, memory=memory, retrieval=retrieval, rag=rag,
+        personality=personality, proactive=proactive, conversations=conversations,
+        onboarding=onboarding, profiles=profiles, consolidation=consolidation,
+        owns_embedder=embedder is not local_embedder,
+    )
+
+
+@dataclass(frozen=True)
+class SessionUser:
+    """The identity a session was opened for; it is the AgentSession's userdata."""
+
+    user_id: uuid.UUID
+    companion_id: uuid.UUID
+
+
+@dataclass
+class CompanionSession:
+    """One person talking with one companion: identity, write guard and per-turn work.
+
+    Tools and hooks never take a user id from the model: every write uses `guard`'s ids.
+    """
+
+    services: Services
+    profile: UserProfile
+    companion: Companion
+    conversation: ConversationSession
+    greeting: GreetingContext
+    personality: PersonalitySnapshot
+    created_now: bool
+    bootstrap_ms: float
+    guard: WriteGuard = field(init=False)
+    user: SessionUser = field(init=False)
+    turn_ms: LatencyWindow = field(default_factory=LatencyWindow)
+    watcher: SilenceWatcher | None = None
+    prefetch_hits: int = 0
+    _context_for: tuple[str, str | None] | None = None
+    _heard: str = ""
+    _prefetched: dict[str, asyncio.Task[str | None]] = field(default_factory=dict)
+    _closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.guard = WriteGuard(self.profile.id, self.companion.id)
+        self.user = SessionUser(self.profile.id, self.companion.id)
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.profile.id
+
+    # --- instructions -------------------------------------------------------------------------
+
+    def instructions(self) -> str:
+        """The companion's standing instructions: persona, what it knows, onboarding."""
+        persona = self.companion.persona.strip()
+        character = CHARACTER_PHRASES.get(
+            self.companion.character, f"the user's {self.companion.character}"
+        )
+        return render(
+            "companion",
+            companion=self.companion.name,
+            character_phrase=character,
+            persona=persona,
+            profile_line=profile_line(self.profile) or "Nothing yet: this may be your first talk.",
+            onboarding=self.services.onboarding.instructions(self.profile),
+        )
+
+    def greeting_instructions(self) -> str:
+        text = self.services.conversations.greeting_instructions(
+            self.greeting,
+            companion_name=self.companion.name,
+            resumed=self.conversation.resumed,
+        )
+        mood = self.services.personality.describe(
+            self.companion, self.personality.mood, self.personality.quirks,
+            self.personality.needs,
+        )
+        return f"{text}\n{mood}"
+
+    def history_chat_ctx(self) -> llm.ChatContext:
+        """A resumed session's recent turns, so the model continues the same conversation."""
+        chat_ctx = llm.ChatContext.empty()
+        for turn in self.conversation.history:
+            if turn.role in ("user", "assistant"):
+                chat_ctx.add_message(role=turn.role, content=turn.text)
+        return chat_ctx
+
+    async def update_profile(self, **fields: object) -> UserProfile:
+        """Change profile fields of this session's user; completes onboarding when it can."""
+        profile = await self.services.users.update_profile(self.guard.user_id, **fields)
+        self.profile = await self.services.onboarding.after_profile_update(profile)
+        await self.services.conversations.invalidate(self.guard.user_id, self.guard.companion_id)
+        return self.profile
+
+    def attach(self, session: AgentSession[Any], *, nudges: bool = True) -> None:
+        """Log the session's turns and replies (both modalities) and watch for silences."""
+
+        def on_item(event: ConversationItemAddedEvent) -> None:
+            item = event.item
+            if isinstance(item, llm.ChatMessage) and item.role == "user":
+                self._heard = ""  # the turn is committed; the next transcript starts a new one
+            if isinstance(item, llm.ChatMessage) and item.text_content:
+                spoken = _SPOKEN_METRICS.get(item.role, "") in item.metrics
+                self.log_message(
+                    item.role, item.text_content, modality="voice" if spoken else "text"
+                )
+
+        session.on("conversation_item_added", on_item)
+        session.on(
+            "user_input_transcribed", lambda ev: self.heard(ev.transcript, final=ev.is_final)
+        )
+        if not nudges:
+            return
+        self.watcher = self.services.proactive.watcher(
+            self.guard.user_id,
+            self.companion,
+            on_nudge=lambda instructions: session.generate_reply(instructions=instructions),
+        )
+        watcher = self.watcher
+        session.on("user_state_changed", lambda ev: watcher.user_state(ev.new_state))
+        session.on("agent_state_changed", lambda ev: watcher.agent_state(ev.new_state))
+
+    # --- per turn -----------------------------------------------------------------------------
+
+    async def with_turn_context(self, chat_ctx: llm.ChatContext) -> llm.ChatContext:
+        """`chat_ctx` plus one memory message after the latest user message.
+
+        Idempotent: llm_node runs again after a tool call with the same user message, and gets
+        the same block without a second retrieval; a context that has the block already is
+        returned unchanged.
+        """
+        items = chat_ctx.items
+        index = next(
+            (i for i in range(len(items) - 1, -1, -1)
+             if items[i].type == "message" and items[i].role == "user"),  # type: ignore[union-attr]
+            None,
+        )
+        if index is None:
+            return chat_ctx
+        message = items[index]
+        marker = MEMORY_ITEM_PREFIX + message.id
+        if chat_ctx.get_by_id(marker) is not None:
+            return chat_ctx
+        if self._context_for is not None and self._context_for[0] == message.id:
+            block = self._context_for[1]
+        else:
+            text = message.text_content or ""  # type: ignore[union-attr]
+            recent = [
+                m.text_content or "" for m in chat_ctx.messages()[:-1]
+                if m.role in ("user", "assistant") and m.id != message.id
+            ][-RECENT_TURNS:]
+            block = await self.context_for_turn(text, recent)
+            self._context_for = (message.id, block)
+            if self.watcher is not None:
+                self.watcher.user_turn()
+        if not block:
+            return chat_ctx
+        out = chat_ctx.copy()
+        out.items.insert(
+            index + 1,
+            llm.ChatMessage(
+                id=marker, role="system", content=[block], created_at=message.created_at
+            ),
+        )
+        return out
+
+    def heard(self, transcript: str, *, final: bool) -> None:
+        """A transcript of the turn in progress: start its memory lookup right away.
+
+        Turn detection still waits (endpointing) after the final transcript; the lookup runs
+        in that wait, and the LLM call picks up the finished block instead of starting one.
+        """
+        if not final or not transcript.strip():
+            return
+        # A spoken turn is its final transcripts joined with spaces.
+        self._heard = f"{self._heard} {transcript.strip()}".strip()[-MAX_HEARD_CHARS:]
+        key = _turn_key(self._heard)
+        if key in self._prefetched:
+            return
+        while len(self._prefetched) >= MAX_PREFETCHES:
+            self._prefetched.pop(next(iter(self._prefetched))).cancel()
+        recent = [t.text for t in self.conversation.turns[-RECENT_TURNS:]]
+        self._prefetched[key] = asyncio.ensure_future(self._rag_block(self._heard, recent))
+
+    async def context_for_turn(self, text: str, recent_turns: Sequence[str]) -> str | None:
+        """Memories, profile and mood for one user turn, as one compact block (or None)."""
+        started = time.perf_counter()
+        prefetched = self._prefetched.pop(_turn_key(text), None)
+        if prefetched is not None:
+            self.prefetch_hits += 1
+        rag_block, mood_line = await asyncio.gather(
+            prefetched if prefetched is not None else self._rag_block(text, recent_turns),
+            self._mood_line(text),
+        )
+        self._forget_prefetches()
+        self.turn_ms.add((time.perf_counter() - started) * 1000)
+        parts = [p for p in (rag_block, mood_line) if p]
+        return "\n".join(parts) if parts else None
+
+    async def _rag_block(self, text: str, recent_turns: Sequence[str]) -> str | None:
+        return await self.services.rag.context_for_turn(
+            user_id=self.guard.user_id,
+            companion_id=self.guard.companion_id,
+            text=text,
+            recent_turns=recent_turns,
+            profile_line=profile_line(self.profile),
+            follow_ups=[f.topic for f in self.greeting.follow_ups],
+        )
+
+    def _forget_prefetches(self) -> None:
+        for task in self._prefetched.values():
+            task.cancel()
+        self._prefetched.clear()
+
+    async def _mood_line(self, text: str) -> str | None:
+        try:
+            mood = await asyncio.wait_for(
+                self.services.personality.on_user_turn(self.guard.user_id, self.companion, text),
+                timeout=self.services.settings.rag_budget_ms / 1000,
+            )
+        except Exception as exc:
+            # Mood colours the reply; the turn goes on without it.
+            logger.warning("mood update skipped (%s)", type(exc).__name__)
+            return None
+        return self.services.personality.describe(
+            self.companion, mood, self.personality.quirks, self.personality.needs
+        )
+
+    def log_message(self, role: str, text: str, *, modality: str = "text") -> None:
+        """Record a user turn or reply; returns at once (batcher and background tasks)."""
+        if role not in ("user", "assistant") or not text.strip():
+            return
+        services = self.services
+        services.conversations.add_message(self.conversation, role, text, modality=modality)
+        services.memory.log_turn(
+            self.guard.user_id, self.guard.companion_id, self.conversation.id, role, text
+        )
+        services.consolidation.note_turn(self.conversation.id)
+        if role == "assistant":
+            services.personality.observe_reply(self.guard.user_id, self.companion, text)
+
+    # --- end ------------------------------------------------------------------------------------
+
+    async def close(self, *, wait: bool = True) -> None:
+        """End the conversation: summary and follow-ups, mood drift, memory consolidation and a
+        profile refresh. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        started = time.perf_counter()
+        services = self.services
+        logger.debug("closing the session")
+        if self.watcher is not None:
+            await self.watcher.aclose()
+        self._forget_prefetches()
+        try:
+            await services.conversations.end(self.conversation, wait=wait)
+        except Exception as exc:
+            logger.warning("ending the conversation failed (%s)", type(exc).__name__)
+        try:
+            await services.personality.end_session(self.guard.user_id, self.companion)
+        except Exception as exc:
+            logger.warning("ending the personality session failed (%s)", type(exc).__name__)
+        if any(t.role == "user" for t in self.conversation.turns):
+            services.consolidation.end_session(self.conversation.id)
+            services.profiles.schedule_refresh(self.guard.user_id, self.guard.companion_id)
+        logger.info(
+            "session closed (turns=%s, ms=%.0f)",
+            len(self.conversation.turns), (time.perf_counter() - started) * 1000,
+        )
+
+
+async def open_session(
+    services: Services,
+    *,
+    user_id: uuid.UUID,
+    room: str | None = None,
+    onboarding: OnboardingData | None = None,
+) -> CompanionSession:
+    """Everything a session needs before the greeting, in as few round trips as possible.
+
+    Raises:
+        InvalidIdentity: `user_id` is not a UUID (nothing is written then).
+    """
+    started = time.perf_counter()
+    if not isinstance(user_id, uuid.UUID):
+        raise InvalidIdentity("a session needs the user's UUID", suggestion="parse it first")
+    profile, created = await services.users.ensure(user_id)
+    profile, companion = await asyncio.gather(
+        services.onboarding.apply(user_id, profile, onboarding),
+        _companion_for(services, user_id, onboarding),
+    )
+    greeting, snapshot = await asyncio.gather(
+        services.conversations.greeting_context(user_id, companion.id),
+        services.personality.snapshot(user_id, companion),
+    )
+    # Last-seen is bookkeeping: it runs alongside the session insert, not after it.
+    conversation, _ = await asyncio.gather(
+        services.conversations.start(user_id, companion.id, room=room, context=greeting),
+        services.users.touch(user_id),
+    )
+    if greeting.follow_ups and not conversation.resumed:
+        services.conversations.mark_raised(greeting.follow_ups)
+    session = CompanionSession(
+        services=services, profile=profile, companion=companion, conversation=conversation,
+        greeting=greeting, personality=snapshot, created_now=created,
+        bootstrap_ms=(time.perf_counter() - started) * 1000,
+    )
+    logger.info(
+        "session open (new_user=%s, resumed=%s, onboarding=%s, ms=%.1f)",
+        created, conversation.resumed, profile.onboarding_state, session.bootstrap_ms,
+    )
+    return session
+
+
+async def _companion_for(
+    services: Services, user_id: uuid.UUID, data: OnboardingData | None
+) -> Companion:
+    try:
+        return await services.onboarding.companion_for(user_id, data)
+    except InvalidIdentity:
+        # The app asked for a companion this user does not have: talk with the default one.
+        logger.warning("requested companion not found; using the default companion")
+        return await services.companions.resolve(user_id)
+
+
+def _turn_key(text: str) -> str:
+    return " ".join(text.split()).casefold()
