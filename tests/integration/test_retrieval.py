@@ -1,0 +1,435 @@
+"""RetrievalEngine over real Postgres+pgvector, memories written by the real MemoryService.
+
+Embeddings come from the project's OpenAIEmbedder talking to the loopback OpenAI stub, whose
+vectors are hashed bags of words: texts sharing words are similar, others nearly orthogonal.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from infrastructure.connection_pool import ConnectionPool
+from rag_system import RetrievalEngine, RetrievalTuning, prepare
+from rag_system.candidates import SqlParams, VectorPlan, build_sql
+from services.memory_service import Episode
+from tests.support.memory_stack import MemoryStack, create_companion, memory_stack
+from tests.support.openai_server import OpenAIStubServer
+
+pytestmark = pytest.mark.integration
+
+# A Saturday; "last week" is Monday 9 to Monday 16 November 2026.
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+WORDS = (
+    "river garden violin kitchen ladder pepper winter tunnel orange canvas harbor pillow "
+    "rocket meadow silver bakery compass lantern marble thunder velvet puzzle island candle "
+    "forest mirror saddle pencil glacier trumpet walnut cactus anchor basket dragon feather"
+).split()
+
+
+_ENGINES: list[RetrievalEngine] = []
+
+
+@pytest.fixture
+async def stack(pool: ConnectionPool, make_settings) -> AsyncIterator[MemoryStack]:
+    settings = make_settings()
+    async with OpenAIStubServer() as server, memory_stack(
+        pool=pool, settings=settings, server=server
+    ) as built:
+        yield built
+        # Background word-statistics rebuilds finish before the pool closes.
+        while _ENGINES:
+            await _ENGINES.pop().aclose()
+
+
+def engine_for(stack: MemoryStack, tuning: RetrievalTuning | None = None, **settings: Any):
+    merged = stack.settings.model_copy(update=settings) if settings else stack.settings
+    engine = RetrievalEngine(
+        pool=stack.pool, embedder=stack.embedder, settings=merged, tuning=tuning
+    )
+    _ENGINES.append(engine)
+    return engine
+
+
+def turn(text: str, at: datetime, speaker: str = "user", **source: Any) -> Episode:
+    return Episode(speaker=speaker, text=text, occurred_at=at, source=source)
+
+
+def contents(results) -> list[str]:
+    return [r.memory.content for r in results]
+
+
+# --- scoping ----------------------------------------------------------------------------------
+
+
+async def test_a_search_never_returns_another_users_memories_even_next_to_a_match(
+    stack: MemoryStack,
+) -> None:
+    me, other = uuid.uuid4(), uuid.uuid4()
+    at = NOW - timedelta(days=3)
+    await stack.memory.import_episodes(me, None, [turn("my sister Maya plays the violin", at)])
+    # Same words, and a turn seconds later: a candidate by keywords, vectors and adjacency.
+    await stack.memory.import_episodes(other, None, [
+        turn("my sister Maya plays the violin beautifully", at + timedelta(seconds=5)),
+        turn("she practices every evening", at + timedelta(seconds=20)),
+    ])
+    engine = engine_for(stack)
+    results = await engine.search(me, None, "does Maya play the violin?", now=NOW)
+    assert results and {r.memory.user_id for r in results} == {me}
+    assert contents(results) == ["my sister Maya plays the violin"]
+
+
+async def test_a_companion_sees_its_own_and_the_shared_memories_but_never_another_companions(
+    stack: MemoryStack,
+) -> None:
+    user = uuid.uuid4()
+    await stack.memory.import_episodes(user, None, [turn("shared: I love the harbor", NOW)])
+    veda = await create_companion(stack.pool, user, "Veda")
+    nova = await create_companion(stack.pool, user, "Nova")
+    await stack.memory.import_episodes(user, veda, [turn("with Veda: the harbor at dawn", NOW)])
+    await stack.memory.import_episodes(user, nova, [turn("with Nova: the harbor at night", NOW)])
+    engine = engine_for(stack)
+
+    seen_by_veda = contents(await engine.search(user, veda, "the harbor", now=NOW))
+    seen_shared_only = contents(await engine.search(user, None, "the harbor", now=NOW))
+
+    assert sorted(seen_by_veda) == ["shared: I love the harbor", "with Veda: the harbor at dawn"]
+    assert seen_shared_only == ["shared: I love the harbor"]
+
+
+async def test_the_companions_own_replies_are_not_returned_unless_asked_for(
+    stack: MemoryStack,
+) -> None:
+    user = uuid.uuid4()
+    await stack.memory.import_episodes(user, None, [
+        turn("I think you would love pottery classes", NOW, speaker="assistant"),
+        turn("I signed up for pottery classes", NOW + timedelta(seconds=30)),
+    ])
+    engine = engine_for(stack)
+    default = await engine.search(user, None, "pottery classes", now=NOW)
+    everything = await engine.search(
+        user, None, "pottery classes", now=NOW, include_assistant=True
+    )
+    assert [r.memory.speaker for r in default] == ["user"]
+    assert sorted(r.memory.speaker for r in everything) == ["assistant", "user"]
+
+
+async def test_superseded_explicit_memories_are_not_returned(stack: MemoryStack) -> None:
+    user = uuid.uuid4()
+    await stack.pool.execute("insert into public.users (id) values ($1)", user)
+    await stack.memory.remember(user, None, "PREFERENCE", "favorite color", "orange")
+    await stack.memory.remember(user, None, "PREFERENCE", "favorite color", "silver")
+    results = await engine_for(stack).search(user, None, "favorite color", now=NOW)
+    assert contents(results) == ["favorite color: silver"]
+
+
+# --- what a result carries, and the relevance floor -----------------------------------------
+
+
+async def test_results_carry_their_scores_and_why_they_were_chosen(stack: MemoryStack) -> None:
+    user = uuid.uuid4()
+    await stack.memory.import_episodes(user, None, [
+        turn("we adopted a puppy named Pepper", NOW - timedelta(days=2)),
+        turn("the weather was grey all week", NOW - timedelta(days=40)),
+    ])
+    results = await engine_for(stack).search(user, None, "the puppy named Pepper", now=NOW)
+    best = results[0]
+    assert best.memory.content == "we adopted a puppy named Pepper"
+    assert best.similarity > 0.4 and best.text_rank > 0.9 and 0.9 < best.recency <= 1.0
+    assert "semantic" in best.why and "keywords" in best.why
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+
+
+async def test_an_unrelated_query_returns_nothing_rather_than_noise(stack: MemoryStack) -> None:
+    user = uuid.uuid4()
+    await stack.memory.import_episodes(user, None, [
+        turn(" ".join(random.Random(i).sample(WORDS, 6)), NOW - timedelta(minutes=i * 45))
+        for i in range(30)
+    ])
+    engine = engine_for(stack)
+    assert await engine.search(user, None, "quantum chromodynamics lecture notes", now=NOW) == []
+    # The same engine does find something that is there.
+    assert await engine.search(user, None, "violin and lantern", now=NOW) != []
+
+
+# --- temporal hints ---------------------------------------------------------------------------
+
+
+async def test_last_week_prefers_what_happened_last_week_over_something_more_recent(
+    stack: MemoryStack,
+) -> None:
+    user = uuid.uuid4()
+    await stack.memory.import_episodes(user, None, [
+        turn("we went hiking in the mountains", datetime(2026, 11, 12, 10, tzinfo=UTC)),
+        turn("we went hiking by the lake", datetime(2026, 11, 20, 10, tzinfo=UTC)),
+    ])
+    results = await engine_for(stack).search(user, None, "where did we hike last week?", now=NOW)
+    assert contents(results)[0] == "we went hiking in the mountains"
+    assert "last week" in results[0].why
+
+
+async def test_in_may_prefers_may_and_the_month_is_not_a_keyword(stack: MemoryStack) -> None:
+    user = uuid.uuid4()
+    await stack.memory.import_episodes(user, None, [
+        turn("I baked sourdough bread", datetime(2026, 5, 10, 9, tzinfo=UTC)),
+        turn("I baked banana bread", datetime(2026, 10, 2, 9, tzinfo=UTC)),
+    ])
+    results = await engine_for(stack).search(user, None, "what did I bake in May?", now=NOW)
+    assert contents(results)[0] == "I baked sourdough bread"
+    assert prepare("what did I bake in May?", now=NOW).words == ("bake",)
+
+
+# --- conversation context and neighbouring turns ----------------------------------------------
+
+
+async def test_a_follow_up_question_uses_the_previous_turn_to_find_its_referent(
+    stack: MemoryStack,
+) -> None:
+    user = uuid.uuid4()
+    await stack.memory.import_episodes(user, None, [
+        turn("my grandmother Rosa grows tomatoes in her garden", NOW - timedelta(days=30)),
+        turn("the office printer jammed again", NOW - timedelta(days=2)),
+    ])
+    engine = engine_for(stack)
+    alone = await engine.search(user, None, "how is she doing?", now=NOW)
+    in_context = await engine.search(
+        user, None, "how is she doing?", now=NOW,
+        recent_turns=["I visited grandmother Rosa yesterday"],
+    )
+    assert "my grandmother Rosa grows tomatoes in her garden" not in contents(alone)
+    assert contents(in_context)[0] == "my grandmother Rosa grows tomatoes in her garden"
+
+
+async def test_the_turn_right_after_a_strong_match_comes_along_even_without_shared_words(
+    stack: MemoryStack,
+) -> None:
+    user = uuid.uuid4()
+    at = NOW - timedelta(days=10)
+    session = {"session_id": str(uuid.uuid4())}
+    await stack.memory.import_episodes(user, None, [
+        turn("guess what my dad gave me for my birthday", at, **session),
+        turn("a red bicycle with a basket!", at + timedelta(seconds=20), **session),
+        turn("unrelated: the canvas and the marble", at + timedelta(days=3)),
+    ])
+    results = await engine_for(stack).search(
+        user, None, "what birthday present did dad give?", now=NOW
+    )
+    assert "a red bicycle with a basket!" in contents(results)
+    answer = next(r for r in results if r.memory.content.startswith("a red bicycle"))
+    assert "next to a strong match" in answer.why
+
+
+# --- never short, and the plans behind it -----------------------------------------------------
+
+
+async def _crowd(stack: MemoryStack, target: uuid.UUID, *, mine: int, others: int, each: int):
+    rng = random.Random(7)
+
+    def episodes(n: int, salt: str) -> list[Episode]:
+        return [
+            turn(f"{salt} " + " ".join(rng.sample(WORDS, 5)), NOW - timedelta(hours=i))
+            for i in range(n)
+        ]
+
+    await stack.memory.import_episodes(target, None, episodes(mine, "mine"))
+    for i in range(others):
+        await stack.memory.import_episodes(uuid.uuid4(), None, episodes(each, f"o{i}"))
+    await stack.pool.execute("analyze public.memories")
+
+
+async def test_a_user_among_many_gets_exactly_k_results_on_both_vector_plans(
+    stack: MemoryStack,
+) -> None:
+    target = uuid.uuid4()
+    await _crowd(stack, target, mine=120, others=25, each=60)
+    k = 25
+    queries = [" ".join(random.Random(q).sample(WORDS, 3)) for q in range(12)]
+    # ANN first over a small ef: the global nearest rows are mostly other users', so the
+    # filtered result is short and the engine must notice and scan the user's rows instead.
+    ann = engine_for(
+        stack,
+        RetrievalTuning(exact_scan_max_rows=10, ef_headroom=0.05),
+        rag_min_similarity=-1.0,
+    )
+    exact = engine_for(stack, rag_min_similarity=-1.0)
+    for query in queries:
+        for engine in (ann, exact):
+            results = await engine.search(target, None, query, k=k, now=NOW)
+            assert len(results) == k
+            assert {r.memory.user_id for r in results} == {target}
+    assert ann.stats()["ann_short_fallbacks"] > 0
+    assert exact.stats()["exact_plans"] == len(queries) and exact.stats()["ann_plans"] == 0
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        items = ",".join(f'"{v}"' if isinstance(v, str) else repr(float(v)) for v in value)
+        return "'{" + items + "}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def _explain_cached(conn, name: str, values: list[Any]) -> dict[str, Any]:
+    # EXECUTE of asyncpg's own prepared statement: the plan its executions have been using.
+    args = ", ".join(_literal(v) for v in values)
+    raw = await conn.fetchval(f'explain (format json) execute "{name}"({args})')
+    return (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+
+
+def _nodes(plan: dict[str, Any]):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+@pytest.mark.parametrize("plan", [VectorPlan.EXACT, VectorPlan.ANN])
+async def test_after_many_executions_the_cached_plan_never_filters_an_hnsw_scan(
+    stack: MemoryStack, db_dsn: str, make_settings, plan: VectorPlan
+) -> None:
+    target = uuid.uuid4()
+    await _crowd(stack, target, mine=80, others=20, each=40)
+    # Push the planner hard towards an ordered index scan (what a naive `where user_id = $1
+    # order by embedding <=> $2 limit k` becomes): the HNSW index must still never be filtered.
+    database = db_dsn.rsplit("/", 1)[1]
+    for setting in ("enable_seqscan", "enable_sort", "enable_bitmapscan"):
+        await stack.pool.execute(f"alter database {database} set {setting} = off")
+    settings = make_settings(db_pool_min_size=1, db_pool_max_size=1, rag_min_similarity=-1.0)
+    one_connection = await ConnectionPool.create(settings, dsn=db_dsn)
+    try:
+        tuning = RetrievalTuning(exact_scan_max_rows=10 if plan is VectorPlan.ANN else 20_000)
+        engine = RetrievalEngine(
+            pool=one_connection, embedder=stack.embedder, settings=settings, tuning=tuning
+        )
+        query = "violin lantern harbor"
+        for _ in range(8):
+            assert len(await engine.search(target, None, query, k=10, now=NOW)) == 10
+        assert engine.stats()[f"{plan.value}_plans"] == 8
+        # The parameter values the engine sent (the ANN plan's ef is inlined, not a parameter).
+        params = SqlParams()
+        build_sql(
+            plan=plan, has_vector=True, has_keywords=True, has_window=False,
+            limits=tuning.limits, params=params, user_id=target, companion_id=None,
+            include_assistant=False, query_vector=await stack.embedder.embed(query),
+            query=prepare(query, now=NOW), k=10,
+        )
+        ann_marker = "from public.memories m order by m.embedding <=>"
+        async with one_connection.acquire() as conn:
+            # The pool's reset on release put the session back to the default.
+            assert await conn.fetchval("show plan_cache_mode") == "auto"
+            cached = await conn.fetchrow(
+                "select name, generic_plans, custom_plans from pg_prepared_statements "
+                "where statement like 'with vec as materialized%' "
+                "and (strpos(statement, $1) > 0) = $2",
+                ann_marker, plan is VectorPlan.ANN,
+            )
+            assert cached is not None and cached["generic_plans"] >= 8
+            assert cached["custom_plans"] == 0
+            await conn.execute("set plan_cache_mode = force_generic_plan")
+            root = await _explain_cached(conn, cached["name"], params.values)
+        await engine.aclose()
+    finally:
+        await one_connection.aclose()
+    hnsw = [n for n in _nodes(root) if n.get("Index Name") == "memories_embedding_hnsw"]
+    if plan is VectorPlan.EXACT:
+        assert hnsw == []
+    else:
+        # The index is asked for the global nearest rows: nothing is filtered inside it.
+        assert hnsw and all("Filter" not in n and "Index Cond" not in n for n in hnsw)
+
+
+async def test_behind_a_transaction_pooler_the_ann_settings_stay_inside_the_transaction(
+    stack: MemoryStack, db_dsn: str, make_settings, postgres
+) -> None:
+    target = uuid.uuid4()
+    await _crowd(stack, target, mine=60, others=5, each=40)
+    database = db_dsn.rsplit("/", 1)[1]
+    # The server log shows what was sent: a pooler hands the server connection to another
+    # client after each transaction, so a session-level SET there would leak to them.
+    await stack.pool.execute(f"alter database {database} set log_statement = 'all'")
+    settings = make_settings(
+        db_pool_min_size=1, db_pool_max_size=1, db_statement_cache_size=0,
+        rag_min_similarity=-1.0,
+    )
+    pooled = await ConnectionPool.create(settings, dsn=db_dsn)
+    try:
+        engine = RetrievalEngine(
+            pool=pooled, embedder=stack.embedder, settings=settings,
+            tuning=RetrievalTuning(exact_scan_max_rows=10),
+        )
+        marker = f"pooler-check-{uuid.uuid4()}"
+        await pooled.execute(f"select '{marker}'")
+        results = await engine.search(target, None, "violin lantern", k=12, now=NOW)
+        await engine.aclose()
+    finally:
+        await pooled.aclose()
+    log = (postgres.root / "log").read_text()
+    sent = log[log.index(marker):]
+    assert len(results) == 12 and engine.stats()["ann_plans"] == 1
+    assert "set local hnsw.ef_search" in sent and "set local enable_seqscan = off" in sent
+    assert "set plan_cache_mode" not in sent and "set enable_seqscan" not in sent
+
+
+# --- failure of the embedding backend, and word statistics ------------------------------------
+
+
+async def test_keyword_search_carries_on_when_the_embedding_server_fails(
+    stack: MemoryStack,
+) -> None:
+    user = uuid.uuid4()
+    await stack.memory.import_episodes(user, None, [
+        turn("the dentist appointment is on Friday", NOW - timedelta(days=1)),
+        turn("the garden needs watering", NOW - timedelta(days=1, hours=2)),
+    ])
+    engine = engine_for(stack)
+    stack.server.fail_next(5, status=500, path_prefix="/v1/embeddings")
+    results = await engine.search(user, None, "when is the dentist appointment", now=NOW)
+    assert contents(results) == ["the dentist appointment is on Friday"]
+    assert results[0].similarity == 0.0 and results[0].text_rank > 0.9
+    stats = engine.stats()
+    assert stats["embedding_failures"] == 1 and stats["keyword_only"] == 1
+
+
+async def test_a_rare_word_outweighs_a_common_one_once_word_statistics_are_built(
+    stack: MemoryStack,
+) -> None:
+    user = uuid.uuid4()
+    common = [turn(f"coffee with friends number {i}", NOW - timedelta(hours=i)) for i in range(40)]
+    await stack.memory.import_episodes(user, None, [
+        *common,
+        turn("the saxophone lesson", NOW - timedelta(days=5)),
+        turn("coffee coffee after coffee", NOW - timedelta(days=6)),
+    ])
+    engine = engine_for(stack, RetrievalTuning(mmr_lambda=1.0))
+    await engine.refresh_term_stats(user)
+    counted = await stack.pool.fetchval(
+        "select docs from public.memory_term_stats where user_id = $1 and lexeme = 'coffe'", user
+    )
+    assert counted == 41
+    stack.server.fail_next(5, status=500, path_prefix="/v1/embeddings")
+    results = await engine.search(user, None, "coffee saxophone", now=NOW)
+    assert contents(results)[0] == "the saxophone lesson"
+
+
+async def test_word_statistics_are_rebuilt_in_the_background_after_the_first_search(
+    stack: MemoryStack,
+) -> None:
+    user = uuid.uuid4()
+    await stack.memory.import_episodes(user, None, [
+        turn("lantern festival by the river", NOW), turn("river cruise", NOW - timedelta(days=1))
+    ])
+    engine = engine_for(stack)
+    await engine.search(user, None, "river", now=NOW)
+    await engine.aclose()
+    assert engine.stats()["term_stats_refreshes"] == 1
+    assert await stack.pool.fetchval(
+        "select docs from public.memory_term_corpus where user_id = $1", user
+    ) == 2

@@ -1,0 +1,105 @@
+"""Query preparation: keywords, conversation context and temporal hints, all local."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from rag_system.query import content_words, find_time_window, is_small_talk, prepare
+
+pytestmark = pytest.mark.unit
+
+# A Saturday.
+NOW = datetime(2026, 11, 21, 15, 30, tzinfo=UTC)
+
+
+def day(y: int, m: int, d: int) -> datetime:
+    return datetime(y, m, d, tzinfo=UTC)
+
+
+def test_keywords_drop_stop_words_and_possessives_and_are_or_ed() -> None:
+    query = prepare("What did Caroline's sister say about the adoption agency?", now=NOW)
+    assert query.words == ("caroline", "sister", "adoption", "agency")
+    assert query.tsquery == "caroline | sister | adoption | agency"
+    assert query.weights == (1.0, 1.0, 1.0, 1.0)
+
+
+def test_keywords_are_safe_to_hand_to_to_tsquery() -> None:
+    words = content_words("rock'n'roll & C++ || !(drop) 'quoted' O'Brien café")
+    assert all(w.isalnum() for w in words)
+    assert "café" in words
+
+
+def test_recent_turns_add_their_words_with_a_lower_weight_most_recent_first() -> None:
+    query = prepare(
+        "did she like it?",
+        recent_turns=["we talked about the pottery class", "Maya went to the ceramics fair"],
+        now=NOW,
+    )
+    assert query.words[:3] == ("maya", "went", "ceramics")
+    assert set(query.weights) == {0.3}
+
+
+def test_a_turn_leaning_on_the_previous_one_is_embedded_with_it() -> None:
+    follow_up = prepare("what about her?", recent_turns=["my aunt Rita moved to Spain"], now=NOW)
+    standalone = prepare(
+        "remind me what I planned for the garden party next month",
+        recent_turns=["my aunt Rita moved to Spain"],
+        now=NOW,
+    )
+    assert follow_up.embed_text == "my aunt Rita moved to Spain\nwhat about her?"
+    assert follow_up.context_used
+    assert standalone.embed_text == standalone.text and not standalone.context_used
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "end"),
+    [
+        ("what did I do yesterday", day(2026, 11, 20), day(2026, 11, 21)),
+        ("the day before yesterday", day(2026, 11, 19), day(2026, 11, 20)),
+        ("what happened last week", day(2026, 11, 9), day(2026, 11, 16)),
+        ("plans for this week", day(2026, 11, 16), day(2026, 11, 23)),
+        ("what did we cook last month", day(2026, 10, 1), day(2026, 11, 1)),
+        ("the trip in May", day(2026, 5, 1), day(2026, 6, 1)),
+        ("in december", day(2025, 12, 1), day(2026, 1, 1)),
+        ("back in March 2023", day(2023, 3, 1), day(2023, 4, 1)),
+        ("what did I say in 2024", day(2024, 1, 1), day(2025, 1, 1)),
+        ("last summer", day(2026, 6, 1), day(2026, 9, 1)),
+        ("last winter", day(2025, 12, 1), day(2026, 3, 1)),
+        ("on Tuesday", day(2026, 11, 17), day(2026, 11, 18)),
+        ("last Saturday", day(2026, 11, 14), day(2026, 11, 15)),
+    ],
+)
+def test_temporal_hints_become_windows(text: str, start: datetime, end: datetime) -> None:
+    window, _ = find_time_window(text, NOW)
+    assert window is not None
+    assert (window.start, window.end) == (start, end)
+
+
+def test_a_fuzzy_hint_is_a_window_around_its_point() -> None:
+    window, _ = find_time_window("we met three weeks ago", NOW)
+    assert window is not None
+    assert window.contains(day(2026, 10, 31)) and not window.contains(day(2026, 11, 14))
+
+
+def test_may_as_a_verb_is_not_a_date_and_no_hint_means_no_window() -> None:
+    assert find_time_window("may I ask about my sister", NOW) == (None, "may I ask about my sister")
+    assert prepare("tell me about my sister", now=NOW).window is None
+
+
+def test_the_hint_is_taken_out_of_the_keywords_but_labels_the_window() -> None:
+    query = prepare("what did I bake last week?", now=NOW)
+    assert query.words == ("bake",)
+    assert query.window is not None and query.window.label == "last week"
+    assert "time: last week" in query.notes
+
+
+def test_a_naive_now_is_read_as_utc() -> None:
+    window, _ = find_time_window("yesterday", datetime(2026, 11, 21, 1, 0))
+    assert window is not None and window.start == day(2026, 11, 20)
+
+
+def test_acknowledgements_are_small_talk_and_questions_are_not() -> None:
+    assert is_small_talk("ok, thanks!") and is_small_talk("haha yes") and is_small_talk("")
+    assert not is_small_talk("thanks, how is Maya?")
