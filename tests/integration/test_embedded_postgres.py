@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,16 @@ import pytest
 from infrastructure.connection_pool import ConnectionPool
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def data_root() -> Iterator[Path]:
+    # Not tmp_path: pytest keeps its tmp root at mode 0700 (and re-asserts it when another
+    # pytest starts), which the unprivileged postgres user that pgserver runs as cannot enter.
+    root = Path(tempfile.mkdtemp(prefix="companion-embedded-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _worker_script(data_dir: Path, marker: str) -> str:
@@ -32,9 +45,9 @@ def _worker_script(data_dir: Path, marker: str) -> str:
 
 
 async def test_without_database_url_an_embedded_postgres_with_pgvector_serves_the_schema(
-    make_settings, tmp_path: Path
+    make_settings, data_root: Path
 ) -> None:
-    settings = make_settings(embedded_pg_dir=tmp_path / "pg")
+    settings = make_settings(embedded_pg_dir=data_root / "pg")
     assert settings.uses_embedded_postgres
     pool = await ConnectionPool.create(settings)
     try:
@@ -48,9 +61,9 @@ async def test_without_database_url_an_embedded_postgres_with_pgvector_serves_th
 
 
 async def test_two_worker_processes_share_one_embedded_server_and_its_data(
-    make_settings, tmp_path: Path
+    make_settings, data_root: Path
 ) -> None:
-    data_dir = tmp_path / "shared-pg"
+    data_dir = data_root / "shared-pg"
     pool = await ConnectionPool.create(make_settings(embedded_pg_dir=data_dir))
     try:
         await pool.execute(
