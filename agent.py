@@ -11,29 +11,38 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from livekit.agents import (
     Agent,
     AgentServer,
     AgentSession,
+    APIConnectOptions,
     JobContext,
     JobProcess,
     ModelSettings,
     RunContext,
+    StopResponse,
     ToolError,
     cli,
     function_tool,
     llm,
 )
+from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import openai as lk_openai
 from livekit.plugins import silero
 
-from core.config import EmbeddingProvider, load_settings
+from core.config import EmbeddingProvider, Settings, load_settings
 from core.errors import CompanionError, ConfigError, InvalidIdentity
-from services.composition import CompanionSession, SessionUser, build_services, open_session
+from services.composition import (
+    CompanionSession,
+    Services,
+    SessionUser,
+    build_services,
+    open_session,
+)
 from services.onboarding_service import OnboardingData
 from services.profile_service import profile_line
 from services.user_service import resolve_identity
@@ -41,6 +50,8 @@ from uplift_tts import build_tts
 
 logger = logging.getLogger("companion.agent")
 
+# After the first immediate retry; a voice user is waiting, so keep it short.
+LLM_RETRY_INTERVAL_S = 1.0
 NEEDS_LLM = ("console", "dev", "start", "connect")
 NEEDS_SERVER = ("dev", "start", "connect")
 MISSING_LLM = (
@@ -90,10 +101,24 @@ class CompanionAgent(Agent):
     async def on_enter(self) -> None:
         self.session.generate_reply(instructions=self._c.greeting_instructions())
 
+    async def on_user_turn_completed(
+        self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
+    ) -> None:
+        # Spoken turns only: a flagged one is refused before it enters the chat context.
+        verdict = self._c.screen(new_message)
+        if verdict.flagged:
+            self.session.say(self._c.refusal(verdict))
+            raise StopResponse()
+
     async def llm_node(
         self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
     ) -> AsyncIterable[llm.ChatChunk | str]:
         # Here rather than on_user_turn_completed: this runs for typed and spoken turns alike.
+        chat_ctx, refused = self._c.screen_context(chat_ctx)
+        if refused is not None:
+            # A typed injection (or a spoken one generated preemptively): never sent on.
+            yield self._c.refusal(refused)
+            return
         chat_ctx = await self._c.with_turn_context(chat_ctx)
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             yield chunk
@@ -107,6 +132,33 @@ class CompanionAgent(Agent):
             self._c.guard.check(user.user_id, user.companion_id)
         return user
 
+    @asynccontextmanager
+    async def _tool(
+        self, context: RunContext[Any], *, writes: bool = False, adds: int = 0
+    ) -> AsyncIterator[SessionUser]:
+        """What every tool does around its one service call: check identity, rate limits and
+        quota, screen the model's arguments, hold off silence nudges, map errors to ToolError.
+        """
+        user = self._writer(context)
+        services = self._c.services
+        call = context.function_call
+        with self._c.tool_running(), tool_errors():
+            await services.limits.check_tool_call(user.user_id, call.name)
+            if writes:
+                await services.limits.check_memory_write(user.user_id)
+            if adds:
+                await services.limits.check_memory_quota(user.user_id, adding=adds)
+            args = json.loads(call.arguments or "{}")
+            verdict = services.security.inspect_tool_args(
+                args, user_id=user.user_id, companion_id=user.companion_id
+            )
+            if verdict.flagged:
+                services.security.record_incident(
+                    user.user_id, user.companion_id, verdict, call.arguments
+                )
+                raise ToolError(services.security.refusal(verdict))
+            yield user
+
     @function_tool
     async def remember(
         self, context: RunContext[Any], category: str, key: str, value: str
@@ -118,8 +170,7 @@ class CompanionAgent(Agent):
             key: a short snake_case name for it, such as dog_name or favorite_food
             value: what to remember, such as "Rex, a golden retriever"
         """
-        user = self._writer(context)
-        with tool_errors():
+        async with self._tool(context, writes=True, adds=1) as user:
             memory = await self._c.services.memory.remember(
                 user.user_id, user.companion_id, category, key, value,
                 source={"session_id": str(self._c.conversation.id), "via": "tool"},
@@ -133,8 +184,7 @@ class CompanionAgent(Agent):
         Args:
             query: what to look for, such as "their dog" or "the job interview"
         """
-        user = self._writer(context)
-        with tool_errors():
+        async with self._tool(context) as user:
             found = await self._c.services.retrieval.search(
                 user.user_id, user.companion_id, query, k=5
             )
@@ -150,9 +200,9 @@ class CompanionAgent(Agent):
         Args:
             key: the key it was saved under, such as dog_name
         """
-        user = self._writer(context)
-        with tool_errors():
+        async with self._tool(context, writes=True) as user:
             count = await self._c.services.memory.forget(user.user_id, user.companion_id, key=key)
+            await self._c.services.limits.forget_usage(user.user_id)
         if count == 0:
             raise ToolError(f"nothing is saved under {key!r}; call what_do_you_know_about_me "
                             "to see the keys")
@@ -161,8 +211,7 @@ class CompanionAgent(Agent):
     @function_tool
     async def what_do_you_know_about_me(self, context: RunContext[Any]) -> str:
         """List everything you have saved about the user, to tell them when they ask."""
-        user = self._writer(context)
-        with tool_errors():
+        async with self._tool(context) as user:
             memories = await self._c.services.memory.current(user.user_id, user.companion_id)
         return json.dumps({
             "profile": profile_line(self._c.profile) or "nothing yet",
@@ -186,14 +235,13 @@ class CompanionAgent(Agent):
             interests: things they enjoy, replacing the current list
             timezone: IANA time zone, such as Europe/Berlin
         """
-        self._writer(context)
         fields = {k: v for k, v in (("display_name", name), ("preferred_name", preferred_name),
                                     ("interests", interests), ("timezone", timezone)) if v}
         if not fields:
             raise ToolError("give at least one of name, preferred_name, interests, timezone")
-        with tool_errors():
+        async with self._tool(context, writes=True):
             profile = await self._c.update_profile(**fields)
-        await self.update_instructions(self._c.instructions())
+            await self.update_instructions(self._c.instructions())
         return json.dumps(
             {"profile": profile_line(profile), "onboarding": profile.onboarding_state}
         )
@@ -201,28 +249,53 @@ class CompanionAgent(Agent):
     @function_tool
     async def get_connection_pool_stats(self, context: RunContext[Any]) -> str:
         """Database connection pool health (getConnectionPoolStats): size, use, errors."""
-        return json.dumps(self._c.services.pool.stats())
+        async with self._tool(context):
+            return json.dumps(self._c.services.pool.stats())
 
     @function_tool
     async def get_redis_cache_stats(self, context: RunContext[Any]) -> str:
         """Cache health (getRedisCacheStats): backend, hits, misses, fallbacks."""
-        return json.dumps(self._c.services.cache.stats(), default=str)
+        async with self._tool(context):
+            return json.dumps(self._c.services.cache.stats(), default=str)
 
     @function_tool
     async def get_database_batch_stats(self, context: RunContext[Any]) -> str:
         """Write batcher health (getDatabaseBatchStats): queued, written, retries, spooled."""
-        return json.dumps(self._c.services.batcher.stats(), default=str)
+        async with self._tool(context):
+            return json.dumps(self._c.services.batcher.stats(), default=str)
 
     @function_tool
     async def get_memory_stats(self, context: RunContext[Any]) -> str:
-        """Memory health (getMemoryStats): this user's memories, retrieval and turn timings."""
-        user = self._writer(context)
-        with tool_errors():
-            stats = await self._c.services.rag.memory_stats(user.user_id, user.companion_id)
+        """Memory health (getMemoryStats): this user's memories, retrieval, turn timings, and
+        the injection screening and rate limits that guard them."""
+        services = self._c.services
+        async with self._tool(context) as user:
+            stats = await services.rag.memory_stats(user.user_id, user.companion_id)
         return json.dumps({
-            **stats, "embedder": self._c.services.embedder.stats(),
-            "turn_ms": self._c.turn_ms.summary(),
+            **stats, "embedder": services.embedder.stats(), "turn_ms": self._c.turn_ms.summary(),
+            "session": self._c.stats(), "security": services.security.stats(),
+            "limits": services.limits.stats(),
         }, default=str)
+
+
+def connect_options(settings: Settings) -> SessionConnectOptions:
+    """Bounded LLM retries and timeout: after them the session reports the error, and the
+    companion apologizes (CompanionSession.attach) instead of going silent."""
+    return SessionConnectOptions(
+        llm_conn_options=APIConnectOptions(
+            max_retry=settings.openai_max_retries,
+            retry_interval=LLM_RETRY_INTERVAL_S,
+            timeout=settings.openai_timeout_s,
+        )
+    )
+
+
+def build_llm(services: Services) -> lk_openai.LLM:
+    """The chat model over the shared client; the session retries, so the SDK does not (its
+    retries on top would multiply the wait)."""
+    return lk_openai.LLM(
+        model=services.settings.llm_model, client=services.pool.openai.with_options(max_retries=0)
+    )
 
 
 def build_session(ctx: JobContext, companion: CompanionSession) -> AgentSession[SessionUser]:
@@ -231,10 +304,11 @@ def build_session(ctx: JobContext, companion: CompanionSession) -> AgentSession[
     settings = services.settings
     return AgentSession(
         stt=lk_openai.STT(model=settings.stt_model, client=services.pool.openai),
-        llm=lk_openai.LLM(model=settings.llm_model, client=services.pool.openai),
+        llm=build_llm(services),
         tts=build_tts(settings, http_session=services.pool.http),
         vad=ctx.proc.userdata["vad"],
         userdata=companion.user,
+        conn_options=connect_options(settings),
     )
 
 

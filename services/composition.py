@@ -3,25 +3,30 @@ opens one person's session with one companion on top of them.
 
 Nothing else constructs services. `Services.aclose()` finishes background work, drains the
 batcher and closes in the reverse order of construction.
+
+A session screens each user message for prompt injection before it is answered, logged or
+remembered: a flagged one is refused, filed as an incident and kept from the LLM for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from livekit.agents import AgentSession, llm
-from livekit.agents.voice.events import ConversationItemAddedEvent
+from livekit.agents.voice.events import ConversationItemAddedEvent, ErrorEvent
 
 from core.config import Settings
 from core.errors import InvalidIdentity
 from core.latency import LatencyWindow
-from core.prompts import render
+from core.prompts import prompt, render
 from core.validators import WriteGuard
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
@@ -41,6 +46,8 @@ from services.personality_service import PersonalityService, PersonalitySnapshot
 from services.proactive_service import ProactiveService, SilenceWatcher
 from services.profile_service import ProfileService, profile_line
 from services.rag_service import RAGService
+from services.rate_limiter import RateLimiter
+from services.security_service import InjectionVerdict, SecurityService
 from services.user_service import UserProfile, UserService
 
 logger = logging.getLogger(__name__)
@@ -49,6 +56,9 @@ MEMORY_ITEM_PREFIX = "memory_context_"
 RECENT_TURNS = 6
 MAX_PREFETCHES = 4
 MAX_HEARD_CHARS = 4_000
+MAX_CACHED_VERDICTS = 64
+MAX_UNLOGGED = 8
+APOLOGY_PROMPT = "llm_unavailable"
 # Metrics only a spoken user turn, or the reply to one, carries.
 _SPOKEN_METRICS = {"user": "stopped_speaking_at", "assistant": "e2e_latency"}
 CHARACTER_PHRASES = {
@@ -81,6 +91,8 @@ class Services:
     onboarding: OnboardingService
     profiles: ProfileService
     consolidation: ConsolidationService
+    security: SecurityService
+    limits: RateLimiter
     owns_embedder: bool = True
     closed: bool = False
 
@@ -159,13 +171,15 @@ async def build_services(
     onboarding = OnboardingService(users=users, companions=companions)
     profiles = ProfileService(pool=pool, users=users, memory=memory, settings=settings)
     consolidation = ConsolidationService(pool=pool, memory=memory, settings=settings)
+    security = SecurityService(batcher=batcher, settings=settings)
+    limits = RateLimiter(cache=cache, settings=settings, pool=pool)
     await consolidation.start()
     return Services(
         settings=settings, pool=pool, cache=cache, embedder=embedder, batcher=batcher,
         users=users, companions=companions, memory=memory, retrieval=retrieval, rag=rag,
         personality=personality, proactive=proactive, conversations=conversations,
         onboarding=onboarding, profiles=profiles, consolidation=consolidation,
-        owns_embedder=embedder is not local_embedder,
+        security=security, limits=limits, owns_embedder=embedder is not local_embedder,
     )
 
 
@@ -197,9 +211,17 @@ class CompanionSession:
     turn_ms: LatencyWindow = field(default_factory=LatencyWindow)
     watcher: SilenceWatcher | None = None
     prefetch_hits: int = 0
+    incidents: int = 0
     _context_for: tuple[str, str | None] | None = None
     _heard: str = ""
     _prefetched: dict[str, asyncio.Task[str | None]] = field(default_factory=dict)
+    _verdicts: OrderedDict[str, InjectionVerdict] = field(default_factory=OrderedDict)
+    # Ids of refused user messages: never logged, never sent to the LLM.
+    _refused: set[str] = field(default_factory=set)
+    _last_incident: str | None = None
+    # What the companion said in place of a reply (refusals, apologies): not conversation.
+    # Bounded: a refusal generated ahead of a turn may never be spoken.
+    _unlogged: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_UNLOGGED))
     _closed: bool = False
 
     def __post_init__(self) -> None:
@@ -255,22 +277,37 @@ class CompanionSession:
         return self.profile
 
     def attach(self, session: AgentSession[Any], *, nudges: bool = True) -> None:
-        """Log the session's turns and replies (both modalities) and watch for silences."""
+        """Log the session's turns and replies (both modalities), apologize when the LLM
+        fails for good, and watch for silences."""
 
         def on_item(event: ConversationItemAddedEvent) -> None:
             item = event.item
-            if isinstance(item, llm.ChatMessage) and item.role == "user":
+            if not isinstance(item, llm.ChatMessage):
+                return
+            self._last_incident = None  # the conversation moved on
+            if item.role == "user":
                 self._heard = ""  # the turn is committed; the next transcript starts a new one
-            if isinstance(item, llm.ChatMessage) and item.text_content:
-                spoken = _SPOKEN_METRICS.get(item.role, "") in item.metrics
-                self.log_message(
-                    item.role, item.text_content, modality="voice" if spoken else "text"
-                )
+                if self.screen(item).flagged:
+                    return
+            text = item.text_content
+            if not text:
+                return
+            if item.role == "assistant" and text in self._unlogged:
+                self._unlogged.remove(text)
+                return
+            spoken = _SPOKEN_METRICS.get(item.role, "") in item.metrics
+            self.log_message(item.role, text, modality="voice" if spoken else "text")
+
+        def on_error(event: ErrorEvent) -> None:
+            # Recoverable errors are retried by the session; this one ended a reply.
+            if isinstance(event.error, llm.LLMError) and not event.error.recoverable:
+                self.say_unscripted(session, prompt(APOLOGY_PROMPT), why="llm unavailable")
 
         session.on("conversation_item_added", on_item)
         session.on(
             "user_input_transcribed", lambda ev: self.heard(ev.transcript, final=ev.is_final)
         )
+        session.on("error", on_error)
         if not nudges:
             return
         self.watcher = self.services.proactive.watcher(
@@ -281,6 +318,99 @@ class CompanionSession:
         watcher = self.watcher
         session.on("user_state_changed", lambda ev: watcher.user_state(ev.new_state))
         session.on("agent_state_changed", lambda ev: watcher.agent_state(ev.new_state))
+
+    def say_unscripted(self, session: AgentSession[Any], text: str, *, why: str) -> None:
+        """Speak `text` in place of a reply; it is not logged as conversation or memory."""
+        self._unlogged.append(text)
+        try:
+            session.say(text)
+        except RuntimeError as exc:
+            # The session is closing (e.g. after repeated failures): nobody is left to hear it.
+            self._unlogged.remove(text)
+            logger.warning("could not speak (%s): %s", why, type(exc).__name__)
+
+    def stats(self) -> dict[str, Any]:
+        """This session's own figures: turn timings, prefetches, screening, nudges."""
+        return {
+            "turn_ms": self.turn_ms.summary(),
+            "prefetch_hits": self.prefetch_hits,
+            "refused_messages": len(self._refused),
+            "incidents": self.incidents,
+            "nudges": self.watcher.stats() if self.watcher is not None else None,
+        }
+
+    def tool_running(self) -> contextlib.AbstractContextManager[None]:
+        """Wrap a tool's work: no silence nudge fires while it runs."""
+        if self.watcher is None:
+            return contextlib.nullcontext()
+        return self.watcher.tool_running()
+
+    # --- screening ------------------------------------------------------------------------------
+
+    def inspect(self, text: str) -> InjectionVerdict:
+        """The injection verdict for a user's text; cached per text for this session, since a
+        spoken turn is looked at on its transcript, its end and its reply."""
+        key = _turn_key(text)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self.services.security.inspect(
+                text, user_id=self.guard.user_id, companion_id=self.guard.companion_id
+            )
+            self._verdicts[key] = verdict
+            while len(self._verdicts) > MAX_CACHED_VERDICTS:
+                self._verdicts.popitem(last=False)
+        return verdict
+
+    def screen(self, message: llm.ChatMessage) -> InjectionVerdict:
+        """Screen one user message; a flagged one is filed as an incident (once) and from
+        then on is neither logged nor sent to the LLM."""
+        text = message.text_content or ""
+        verdict = self.inspect(text)
+        if not verdict.flagged or message.id in self._refused:
+            return verdict
+        self._refused.add(message.id)
+        # A refused spoken turn is never committed: its transcript must not run on into the
+        # next turn's.
+        self._heard = ""
+        key = _turn_key(text)
+        # One attempt may be seen twice under two message ids: generated ahead of its end
+        # (preemptive generation), then at its end. Until the conversation moves on, the same
+        # text is the same incident.
+        if key != self._last_incident:
+            self._last_incident = key
+            self.incidents += 1
+            self.services.security.record_incident(
+                self.guard.user_id, self.guard.companion_id, verdict, text
+            )
+        return verdict
+
+    def refusal(self, verdict: InjectionVerdict) -> str:
+        """The polite refusal for a flagged message; it is not logged as conversation."""
+        text = self.services.security.refusal(verdict)
+        self._unlogged.append(text)
+        return text
+
+    def screen_context(
+        self, chat_ctx: llm.ChatContext
+    ) -> tuple[llm.ChatContext, InjectionVerdict | None]:
+        """`chat_ctx` without refused user messages, and the verdict when its unanswered user
+        message is flagged (then the caller refuses instead of calling the LLM).
+
+        A typed message enters the history before the reply is generated, so a refused one
+        stays there; it is taken out of every later LLM call here.
+        """
+        pending: llm.ChatMessage | None = None
+        for item in reversed(chat_ctx.items):
+            if isinstance(item, llm.ChatMessage) and item.role in ("user", "assistant"):
+                pending = item if item.role == "user" else None
+                break
+        if pending is not None:
+            verdict = self.screen(pending)
+            if verdict.flagged:
+                return chat_ctx, verdict
+        if not self._refused or not any(i.id in self._refused for i in chat_ctx.items):
+            return chat_ctx, None
+        return llm.ChatContext([i for i in chat_ctx.items if i.id not in self._refused]), None
 
     # --- per turn -----------------------------------------------------------------------------
 
@@ -337,7 +467,8 @@ class CompanionSession:
         # A spoken turn is its final transcripts joined with spaces.
         self._heard = f"{self._heard} {transcript.strip()}".strip()[-MAX_HEARD_CHARS:]
         key = _turn_key(self._heard)
-        if key in self._prefetched:
+        if key in self._prefetched or self.inspect(self._heard).flagged:
+            # A flagged turn will be refused: nothing of it is embedded or looked up.
             return
         while len(self._prefetched) >= MAX_PREFETCHES:
             self._prefetched.pop(next(iter(self._prefetched))).cancel()
