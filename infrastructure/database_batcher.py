@@ -330,8 +330,9 @@ class DatabaseBatcher:
         groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
         for item in items:
             groups.setdefault((item.op, item.sql), []).append(item.args)
+        attempts = self._attempts()
         try:
-            await self._retrying(self._execute_groups, groups)
+            await self._retrying(self._execute_groups, groups, attempts=attempts)
         except Exception as exc:
             self._failures += 1
             self._last_error = _error_name(exc)
@@ -339,7 +340,7 @@ class DatabaseBatcher:
                 self._healthy = False
                 logger.error(
                     "batcher gave up on %s writes after %s attempts (%s, ops=%s); spooling",
-                    len(items), self._settings.batch_max_attempts, self._last_error, _ops(items),
+                    len(items), attempts, self._last_error, _ops(items),
                 )
                 await self._spool_or_keep(items)
             else:
@@ -373,8 +374,9 @@ class DatabaseBatcher:
 
     async def _write_one_by_one(self, items: list[_Item]) -> None:
         for index, item in enumerate(items):
+            attempts = self._attempts()
             try:
-                await self._retrying(self._execute_one, item)
+                await self._retrying(self._execute_one, item, attempts=attempts)
             except Exception as exc:
                 self._failures += 1
                 self._last_error = _error_name(exc)
@@ -383,7 +385,7 @@ class DatabaseBatcher:
                     rest = items[index:]
                     logger.error(
                         "batcher gave up on %s writes after %s attempts (%s, ops=%s); spooling",
-                        len(rest), self._settings.batch_max_attempts, self._last_error, _ops(rest),
+                        len(rest), attempts, self._last_error, _ops(rest),
                     )
                     await self._spool_or_keep(rest)
                     return
@@ -409,9 +411,18 @@ class DatabaseBatcher:
                 item.op, type(write_exc).__name__,
             )
 
-    async def _retrying(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    def _attempts(self) -> int:
+        """Full retries while the database is healthy; once a batch has used them all up and
+        nothing has been written since, one attempt per batch, then the spool. Otherwise a
+        long queue (a drain at shutdown) would wait out the whole backoff once per batch and
+        outlast the shutdown deadline with its writes still in memory."""
+        return self._settings.batch_max_attempts if self._healthy else 1
+
+    async def _retrying(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, attempts: int | None = None
+    ) -> T:
         retryer = AsyncRetrying(
-            stop=stop_after_attempt(self._settings.batch_max_attempts),
+            stop=stop_after_attempt(attempts or self._settings.batch_max_attempts),
             wait=wait_exponential_jitter(
                 multiplier=RETRY_INITIAL_S, max=RETRY_MAX_S, jitter=RETRY_JITTER_S
             ),

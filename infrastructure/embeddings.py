@@ -39,6 +39,10 @@ DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
 DEFAULT_CACHE_ENTRIES = 4096
 # OpenAI accepts up to 2048 inputs per request; smaller batches keep one slow request short.
 DEFAULT_BATCH_SIZE = 96
+# After this many calls in a row failed (each after the client's own retries), callers get an
+# EmbeddingError at once for FAILURE_COOLDOWN_S instead of waiting through the retries again.
+FAILURES_TO_OPEN = 2
+FAILURE_COOLDOWN_S = 20.0
 
 
 class Embedder(Protocol):
@@ -110,12 +114,25 @@ def _normalized(rows: np.ndarray) -> list[np.ndarray]:
 
 
 class _CachedEmbedder(Embedder):
-    """Shared cache lookup, de-duplication and counters; subclasses compute the misses."""
+    """Shared cache lookup, de-duplication and counters; subclasses compute the misses.
+
+    While the backend keeps failing (FAILURES_TO_OPEN calls in a row, each after its retries),
+    new texts are refused at once with a retryable EmbeddingError for `failure_cooldown_s`:
+    a voice turn then searches by keywords within its budget instead of spending it on
+    retries that will fail. After the cool-down one call goes through to see if it is back.
+    """
 
     name: str
     dimensions: int
 
-    def __init__(self, *, model: str, dimensions: int, cache_entries: int) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        dimensions: int,
+        cache_entries: int,
+        failure_cooldown_s: float = FAILURE_COOLDOWN_S,
+    ) -> None:
         self.model = model
         self.dimensions = dimensions
         self._cache = VectorCache(model, dimensions, cache_entries)
@@ -126,6 +143,11 @@ class _CachedEmbedder(Embedder):
         self._coalesced = 0
         self._inflight: dict[str, asyncio.Task[dict[str, np.ndarray]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._cooldown_s = failure_cooldown_s
+        self._failures_in_row = 0
+        self._open_until: float | None = None  # None: the backend is taken to be healthy
+        self._probing = False
+        self._refused = 0
 
     async def _compute(self, texts: list[str]) -> list[np.ndarray]:
         raise NotImplementedError
@@ -154,6 +176,12 @@ class _CachedEmbedder(Embedder):
             else:
                 found[key] = vector
         if missing:
+            if self._refuse_now():
+                self._refused += 1
+                raise EmbeddingError(
+                    "the embedding backend has been failing; not asking it again yet",
+                    suggestion="retrieval uses full-text search until it answers again",
+                )
             task = asyncio.create_task(self._compute_and_store(missing))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
@@ -167,16 +195,47 @@ class _CachedEmbedder(Embedder):
             found.update((key, vectors[key]) for key in keys if key in vectors)
         return [found[key] for key in keys]
 
+    def _refuse_now(self) -> bool:
+        """Whether to fail at once: the backend is failing and its cool-down is not over, or
+        another call is already finding out whether it is back."""
+        if self._open_until is None:
+            return False
+        if time.monotonic() < self._open_until or self._probing:
+            return True
+        self._probing = True
+        return False
+
+    def _failed(self, exc: EmbeddingError) -> None:
+        self._errors += 1
+        if not exc.retryable:
+            return  # a setting is wrong: every call fails fast anyway, nothing to wait out
+        self._failures_in_row += 1
+        if self._failures_in_row >= FAILURES_TO_OPEN:
+            if self._open_until is None:
+                logger.warning(
+                    "embedding backend failing; new texts get keyword-only retrieval for %.0f s",
+                    self._cooldown_s,
+                )
+            self._open_until = time.monotonic() + self._cooldown_s
+
+    def _succeeded(self) -> None:
+        if self._open_until is not None:
+            logger.info("embedding backend answers again")
+        self._failures_in_row = 0
+        self._open_until = None
+
     async def _compute_and_store(self, missing: dict[str, str]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         try:
             vectors = await self._compute(list(missing.values()))
-        except EmbeddingError:
-            self._errors += 1
+        except EmbeddingError as exc:
+            self._failed(exc)
             raise
         finally:
+            self._probing = False
             for key in missing:
                 self._inflight.pop(key, None)
+        self._succeeded()
         self._latency.add((time.perf_counter() - started) * 1000)
         self._texts_embedded += len(missing)
         return {
@@ -200,6 +259,8 @@ class _CachedEmbedder(Embedder):
             "cache_entries": len(self._cache),
             "coalesced": self._coalesced,
             "errors": self._errors,
+            "refused_while_failing": self._refused,
+            "failing": self._open_until is not None,
             "latency_ms": self._latency.summary(),
         }
 
@@ -228,8 +289,12 @@ class OpenAIEmbedder(_CachedEmbedder):
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_concurrency: int = 4,
         cache_entries: int = DEFAULT_CACHE_ENTRIES,
+        failure_cooldown_s: float = FAILURE_COOLDOWN_S,
     ) -> None:
-        super().__init__(model=model, dimensions=dimensions, cache_entries=cache_entries)
+        super().__init__(
+            model=model, dimensions=dimensions, cache_entries=cache_entries,
+            failure_cooldown_s=failure_cooldown_s,
+        )
         self.name = f"openai:{model}"
         self._client = client
         self._batch_size = max(1, batch_size)
