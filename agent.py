@@ -28,6 +28,7 @@ from livekit.agents import (
     ToolError,
     cli,
     function_tool,
+    get_job_context,
     llm,
 )
 from livekit.agents.voice.agent_session import SessionConnectOptions
@@ -36,6 +37,7 @@ from livekit.plugins import silero
 
 from core.config import EmbeddingProvider, Settings, load_settings
 from core.errors import CompanionError, ConfigError, InvalidIdentity
+from services.companion_service import Companion
 from services.composition import (
     CompanionSession,
     Services,
@@ -90,7 +92,11 @@ def tool_errors() -> Iterator[None]:
 
 
 class CompanionAgent(Agent):
-    """The companion. Every tool is thin: it checks the session's identity, calls one service."""
+    """The companion. Every tool is thin: it checks the session's identity, calls one service.
+
+    A turn that opens with the name of another of the person's companions ("Luna, ...") hands
+    the session off to a new CompanionAgent for that companion, which answers it.
+    """
 
     def __init__(self, companion: CompanionSession) -> None:
         super().__init__(
@@ -98,7 +104,17 @@ class CompanionAgent(Agent):
         )
         self._c = companion
 
+    @property
+    def companion(self) -> CompanionSession:
+        """The person and companion this agent talks for."""
+        return self._c
+
+    def successor(self, companion: CompanionSession) -> CompanionAgent:
+        """The agent that takes over when the person calls another companion by name."""
+        return type(self)(companion)
+
     async def on_enter(self) -> None:
+        # A greeting, or (after a hand-off) the answer to the turn that called this companion.
         self.session.generate_reply(instructions=self._c.greeting_instructions())
 
     async def on_user_turn_completed(
@@ -119,9 +135,32 @@ class CompanionAgent(Agent):
             # A typed injection (or a spoken one generated preemptively): never sent on.
             yield self._c.refusal(refused)
             return
+        addressed = self._c.addressed_turn(chat_ctx)
+        if addressed is not None and await self._hand_off(*addressed):
+            return  # this companion says nothing; the called one answers
         chat_ctx = await self._c.with_turn_context(chat_ctx)
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             yield chunk
+
+    async def _hand_off(self, message: llm.ChatMessage, to: Companion) -> bool:
+        """Give the session to `to` for a turn that called it by name; False if it failed
+        (then this companion answers, and the turn is logged here)."""
+        # Here for typed and spoken turns alike, but a spoken one may be generated ahead of
+        # its end: nothing changes hands until the session commits the turn (a discarded
+        # guess is cancelled while it waits).
+        modality = await self._c.committed(message.id)
+        text = message.text_content or ""
+        try:
+            successor = await self._c.open_successor(to, text, modality=modality)
+        except Exception as exc:
+            logger.warning("companion switch failed (%s)", type(exc).__name__)
+            self._c.log_message("user", text, modality=modality)
+            return False
+        self._c.hand_over(self.session, successor)
+        # The session drains this agent's reply (empty) before the successor's on_enter.
+        self.session.update_agent(self.successor(successor))
+        log_fields_for(successor)
+        return True
 
     def _writer(self, context: RunContext[Any]) -> SessionUser:
         """The identity writes go to: the session's, and only if it is this agent's."""
@@ -312,6 +351,29 @@ def build_session(ctx: JobContext, companion: CompanionSession) -> AgentSession[
     )
 
 
+def log_fields_for(companion: CompanionSession) -> None:
+    """Tag the job's log lines with the companion and conversation talking now."""
+    try:
+        ctx = get_job_context()
+    except RuntimeError:
+        return  # not inside a job (tests drive sessions directly)
+    ctx.log_context_fields = {
+        **ctx.log_context_fields, "companion_id": str(companion.companion.id),
+        "session_id": str(companion.conversation.id),
+    }
+
+
+def talking_companion(session: AgentSession[Any] | None) -> CompanionSession | None:
+    """The session of the companion `session` runs now (None before it started)."""
+    if session is None:
+        return None
+    try:
+        agent = session.current_agent
+    except RuntimeError:
+        return None
+    return agent.companion if isinstance(agent, CompanionAgent) else None
+
+
 server = AgentServer(setup_fnc=prewarm)
 
 
@@ -331,11 +393,14 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.log_context_fields = {**ctx.log_context_fields, "user_id": str(user_id)}
     services = await build_services(settings, local_embedder=ctx.proc.userdata.get("embedder"))
     companion: CompanionSession | None = None
+    session: AgentSession[SessionUser] | None = None
 
     async def end_of_job() -> None:
         # One callback, in order: the summary needs the pool the services close afterwards.
-        if companion is not None:
-            await companion.close(wait=True)
+        # The companion talking now may not be the first one (called by name since).
+        for talking in (companion, talking_companion(session)):
+            if talking is not None:
+                await talking.close(wait=True)
         await services.aclose()
 
     ctx.add_shutdown_callback(end_of_job)
@@ -343,10 +408,7 @@ async def entrypoint(ctx: JobContext) -> None:
         services, user_id=user_id, room=ctx.room.name,
         onboarding=OnboardingData.from_participant(participant.metadata, participant.attributes),
     )
-    ctx.log_context_fields = {
-        **ctx.log_context_fields, "companion_id": str(companion.companion.id),
-        "session_id": str(companion.conversation.id),
-    }
+    log_fields_for(companion)
     session = build_session(ctx, companion)
     companion.attach(session)
     # The participant left or the session failed: end the job, which ends the conversation.

@@ -6,6 +6,10 @@ batcher and closes in the reverse order of construction.
 
 A session screens each user message for prompt injection before it is answered, logged or
 remembered: a flagged one is refused, filed as an incident and kept from the LLM for good.
+
+A turn that opens by calling another of the person's companions by name ("Luna, ...") belongs
+to that companion: it is kept out of this session, which hands over to a new session of the
+called companion (`open_successor`, `hand_over`) and closes in the background.
 """
 
 from __future__ import annotations
@@ -16,14 +20,15 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, ErrorEvent
 
 from core.config import Settings
+from core.dates import utc_now
 from core.errors import InvalidIdentity
 from core.latency import LatencyWindow
 from core.prompts import prompt, render
@@ -39,6 +44,7 @@ from services.conversation_service import (
     ConversationService,
     ConversationSession,
     GreetingContext,
+    describe_gap,
 )
 from services.memory_service import MemoryService
 from services.onboarding_service import OnboardingData, OnboardingService
@@ -58,7 +64,10 @@ MAX_PREFETCHES = 4
 MAX_HEARD_CHARS = 4_000
 MAX_CACHED_VERDICTS = 64
 MAX_UNLOGGED = 8
+# Turns addressed to another companion, waiting for the session to commit them.
+MAX_PENDING_COMMITS = 8
 APOLOGY_PROMPT = "llm_unavailable"
+SWITCH_PROMPT = "companion_switch"
 # Metrics only a spoken user turn, or the reply to one, carries.
 _SPOKEN_METRICS = {"user": "stopped_speaking_at", "assistant": "e2e_latency"}
 CHARACTER_PHRASES = {
@@ -95,6 +104,17 @@ class Services:
     limits: RateLimiter
     owns_embedder: bool = True
     closed: bool = False
+    background: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
+
+    def spawn(self, work: Coroutine[Any, Any, Any], *, what: str) -> None:
+        """Run `work` in the background; `aclose` waits for it before closing anything."""
+        if self.closed:
+            work.close()
+            logger.warning("services are closed; skipped %s", what)
+            return
+        task = asyncio.ensure_future(_quietly(work, what))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def aclose(self) -> None:
         """Finish background work, drain the batcher, then close in reverse order."""
@@ -102,6 +122,9 @@ class Services:
             return
         self.closed = True
         started = time.perf_counter()
+        # Sessions closing in the background still write through every service below.
+        while self.background:
+            await asyncio.gather(*list(self.background), return_exceptions=True)
         # Services first: their background tasks still write through the batcher and pool.
         for name, closer in (
             ("conversations", self.conversations.aclose),
@@ -123,6 +146,13 @@ class Services:
                 # Keep closing the rest: a failed drain must not leave the pool open.
                 logger.warning("closing %s failed (%s)", name, type(exc).__name__)
         logger.info("services closed (ms=%.0f)", (time.perf_counter() - started) * 1000)
+
+
+async def _quietly(work: Coroutine[Any, Any, Any], what: str) -> None:
+    try:
+        await work
+    except Exception as exc:
+        logger.warning("%s failed (%s)", what, type(exc).__name__)
 
 
 async def build_services(
@@ -206,6 +236,13 @@ class CompanionSession:
     personality: PersonalitySnapshot
     created_now: bool
     bootstrap_ms: float
+    # The person's companions, this one included: a turn may call another by name.
+    companions: tuple[Companion, ...] = ()
+    # Set when the person called this companion by name in another companion's session: the
+    # turn it answers first, instead of greeting.
+    opening_turn: str | None = None
+    # How the opening turn was said: its answer is logged as a reply to it.
+    opening_modality: str | None = None
     guard: WriteGuard = field(init=False)
     user: SessionUser = field(init=False)
     turn_ms: LatencyWindow = field(default_factory=LatencyWindow)
@@ -222,6 +259,10 @@ class CompanionSession:
     # What the companion said in place of a reply (refusals, apologies): not conversation.
     # Bounded: a refusal generated ahead of a turn may never be spoken.
     _unlogged: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_UNLOGGED))
+    # Turns addressed to another companion, by message id: resolved with their modality once
+    # the session commits them to the conversation.
+    _commits: OrderedDict[str, asyncio.Future[str]] = field(default_factory=OrderedDict)
+    _listeners: list[tuple[str, Callable[[Any], None]]] = field(default_factory=list)
     _closed: bool = False
 
     def __post_init__(self) -> None:
@@ -250,31 +291,131 @@ class CompanionSession:
         )
 
     def greeting_instructions(self) -> str:
-        text = self.services.conversations.greeting_instructions(
-            self.greeting,
-            companion_name=self.companion.name,
-            resumed=self.conversation.resumed,
-        )
+        """The first reply's instructions: a greeting, or the answer to the turn that called
+        this companion by name."""
+        if self.opening_turn is not None:
+            text = self._switch_instructions()
+        else:
+            text = self.services.conversations.greeting_instructions(
+                self.greeting,
+                companion_name=self.companion.name,
+                resumed=self.conversation.resumed,
+            )
         mood = self.services.personality.describe(
             self.companion, self.personality.mood, self.personality.quirks,
             self.personality.needs,
         )
         return f"{text}\n{mood}"
 
+    def _switch_instructions(self) -> str:
+        greeting = self.greeting
+        if self.conversation.resumed:
+            history = "You were talking with them only moments ago: carry on from there."
+        elif greeting.session_count == 0:
+            history = "You have not talked with them before: this is your first conversation."
+        else:
+            since = greeting.last_activity_at or greeting.last_started_at
+            gap = describe_gap(utc_now() - since) if since else "a while"
+            history = f"It has been {gap} since you two last talked."
+            if greeting.last_summary:
+                history += f" Last time you talked about: {greeting.last_summary}"
+        follow_ups = "; ".join(
+            f.topic + (f" ({f.detail})" if f.detail else "") for f in greeting.follow_ups
+        )
+        name = self.profile.address_as
+        return render(
+            SWITCH_PROMPT,
+            companion=self.companion.name,
+            name_line=f"Their name is {name}." if name else "",
+            history_line=history,
+            follow_up_line=f"Later, if it fits naturally, ask about: {follow_ups}"
+            if follow_ups else "",
+        )
+
     def history_chat_ctx(self) -> llm.ChatContext:
-        """A resumed session's recent turns, so the model continues the same conversation."""
+        """A resumed session's recent turns, so the model continues the same conversation,
+        and the turn that called this companion by name, if one did."""
         chat_ctx = llm.ChatContext.empty()
         for turn in self.conversation.history:
             if turn.role in ("user", "assistant"):
                 chat_ctx.add_message(role=turn.role, content=turn.text)
+        if self.opening_turn is not None:
+            chat_ctx.add_message(role="user", content=self.opening_turn)
         return chat_ctx
 
     async def update_profile(self, **fields: object) -> UserProfile:
         """Change profile fields of this session's user; completes onboarding when it can."""
         profile = await self.services.users.update_profile(self.guard.user_id, **fields)
-        self.profile = await self.services.onboarding.after_profile_update(profile)
+        profile = await self.services.onboarding.after_profile_update(profile)
+        # The user row has the person's own fields; the summary stays this companion's.
+        self.profile = replace(profile, profile_summary=self.profile.profile_summary)
         await self.services.conversations.invalidate(self.guard.user_id, self.guard.companion_id)
         return self.profile
+
+    # --- companions called by name ----------------------------------------------------------------
+
+    def addressed(self, text: str) -> Companion | None:
+        """Another of the person's companions, when `text` opens by calling it by name."""
+        called = self.services.companions.addressed_by_name(text, self.companions)
+        return called if called is not None and called.id != self.companion.id else None
+
+    def addressed_turn(
+        self, chat_ctx: llm.ChatContext
+    ) -> tuple[llm.ChatMessage, Companion] | None:
+        """The unanswered user message of `chat_ctx` and the other companion it calls, if any."""
+        pending = _pending_user_message(chat_ctx)
+        if pending is None:
+            return None
+        called = self.addressed(pending.text_content or "")
+        return (pending, called) if called is not None else None
+
+    def committed(self, message_id: str) -> asyncio.Future[str]:
+        """Resolves with the modality once the session commits this addressed turn.
+
+        A spoken turn may be answered ahead of its end (preemptive generation) and then
+        dropped; only a committed turn changes companions.
+        """
+        future = self._commits.get(message_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            if not self._listeners:
+                # Not attached to a session: nothing will report the commit.
+                future.set_result("text")
+            self._commits[message_id] = future
+            while len(self._commits) > MAX_PENDING_COMMITS:
+                self._commits.popitem(last=False)
+        return future
+
+    def _commit(self, message_id: str, modality: str) -> None:
+        future = self.committed(message_id)
+        if not future.done():
+            future.set_result(modality)
+
+    async def open_successor(
+        self, companion: Companion, text: str, *, modality: str
+    ) -> CompanionSession:
+        """A session with `companion`, for the turn `text` that called it by name: its own
+        conversation (the turn is logged there), memories, mood and greeting context."""
+        successor = await open_session(
+            self.services, user_id=self.guard.user_id, room=self.conversation.room,
+            companion=companion,
+        )
+        successor.opening_turn, successor.opening_modality = text, modality
+        successor.log_message("user", text, modality=modality)
+        return successor
+
+    def hand_over(self, session: AgentSession[Any], successor: CompanionSession) -> None:
+        """`successor` takes `session` over: it logs the turns and owns the tools' identity;
+        this session closes in the background (summary, follow-ups, mood, profile refresh).
+
+        Synchronous, so that no other turn or shutdown can see the session half switched.
+        """
+        nudges = self.watcher is not None
+        self.detach(session)
+        successor.attach(session, nudges=nudges)
+        session.userdata = successor.user
+        self.services.spawn(self.close(wait=False), what="closing the previous companion")
+        logger.info("companion switched by name")
 
     def attach(self, session: AgentSession[Any], *, nudges: bool = True) -> None:
         """Log the session's turns and replies (both modalities), apologize when the LLM
@@ -285,39 +426,58 @@ class CompanionSession:
             if not isinstance(item, llm.ChatMessage):
                 return
             self._last_incident = None  # the conversation moved on
+            text = item.text_content
+            spoken = _SPOKEN_METRICS.get(item.role, "") in item.metrics
+            modality = "voice" if spoken else "text"
             if item.role == "user":
                 self._heard = ""  # the turn is committed; the next transcript starts a new one
                 if self.screen(item).flagged:
                     return
-            text = item.text_content
+                if text and self.addressed(text) is not None:
+                    # Another companion's turn: logged in its conversation on the hand-over.
+                    self._commit(item.id, modality)
+                    return
             if not text:
                 return
             if item.role == "assistant" and text in self._unlogged:
                 self._unlogged.remove(text)
                 return
-            spoken = _SPOKEN_METRICS.get(item.role, "") in item.metrics
-            self.log_message(item.role, text, modality="voice" if spoken else "text")
+            if item.role == "assistant" and self.opening_modality is not None:
+                # The answer to the turn that called this companion (it has no metrics of a
+                # reply: the framework generated it on entering, not for a user turn).
+                modality, self.opening_modality = self.opening_modality, None
+            self.log_message(item.role, text, modality=modality)
 
         def on_error(event: ErrorEvent) -> None:
             # Recoverable errors are retried by the session; this one ended a reply.
             if isinstance(event.error, llm.LLMError) and not event.error.recoverable:
                 self.say_unscripted(session, prompt(APOLOGY_PROMPT), why="llm unavailable")
 
-        session.on("conversation_item_added", on_item)
-        session.on(
-            "user_input_transcribed", lambda ev: self.heard(ev.transcript, final=ev.is_final)
-        )
-        session.on("error", on_error)
-        if not nudges:
-            return
-        self.watcher = self.services.proactive.watcher(
-            self.guard.user_id,
-            self.companion,
-            on_nudge=lambda instructions: session.generate_reply(instructions=instructions),
-        )
-        watcher = self.watcher
-        session.on("user_state_changed", lambda ev: watcher.user_state(ev.new_state))
-        session.on("agent_state_changed", lambda ev: watcher.agent_state(ev.new_state))
+        listeners: list[tuple[str, Callable[[Any], None]]] = [
+            ("conversation_item_added", on_item),
+            ("user_input_transcribed", lambda ev: self.heard(ev.transcript, final=ev.is_final)),
+            ("error", on_error),
+        ]
+        if nudges:
+            self.watcher = self.services.proactive.watcher(
+                self.guard.user_id,
+                self.companion,
+                on_nudge=lambda instructions: session.generate_reply(instructions=instructions),
+            )
+            watcher = self.watcher
+            listeners += [
+                ("user_state_changed", lambda ev: watcher.user_state(ev.new_state)),
+                ("agent_state_changed", lambda ev: watcher.agent_state(ev.new_state)),
+            ]
+        for event, callback in listeners:
+            session.on(event, callback)
+        self._listeners = listeners
+
+    def detach(self, session: AgentSession[Any]) -> None:
+        """Stop listening to `session`; the silence watcher stops when the session closes."""
+        for event, callback in self._listeners:
+            session.off(event, callback)
+        self._listeners = []
 
     def say_unscripted(self, session: AgentSession[Any], text: str, *, why: str) -> None:
         """Speak `text` in place of a reply; it is not logged as conversation or memory."""
@@ -399,11 +559,7 @@ class CompanionSession:
         A typed message enters the history before the reply is generated, so a refused one
         stays there; it is taken out of every later LLM call here.
         """
-        pending: llm.ChatMessage | None = None
-        for item in reversed(chat_ctx.items):
-            if isinstance(item, llm.ChatMessage) and item.role in ("user", "assistant"):
-                pending = item if item.role == "user" else None
-                break
+        pending = _pending_user_message(chat_ctx)
         if pending is not None:
             verdict = self.screen(pending)
             if verdict.flagged:
@@ -467,8 +623,10 @@ class CompanionSession:
         # A spoken turn is its final transcripts joined with spaces.
         self._heard = f"{self._heard} {transcript.strip()}".strip()[-MAX_HEARD_CHARS:]
         key = _turn_key(self._heard)
-        if key in self._prefetched or self.inspect(self._heard).flagged:
-            # A flagged turn will be refused: nothing of it is embedded or looked up.
+        if (key in self._prefetched or self.inspect(self._heard).flagged
+                or self.addressed(self._heard) is not None):
+            # A flagged turn will be refused, and one calling another companion is that
+            # companion's: nothing of it is embedded or looked up here.
             return
         while len(self._prefetched) >= MAX_PREFETCHES:
             self._prefetched.pop(next(iter(self._prefetched))).cancel()
@@ -569,24 +727,41 @@ async def open_session(
     user_id: uuid.UUID,
     room: str | None = None,
     onboarding: OnboardingData | None = None,
+    companion: Companion | None = None,
 ) -> CompanionSession:
     """Everything a session needs before the greeting, in as few round trips as possible.
 
+    Args:
+        companion: the companion to talk with; None picks it from `onboarding` (the
+            participant's request) or the user's default.
+
     Raises:
-        InvalidIdentity: `user_id` is not a UUID (nothing is written then).
+        InvalidIdentity: `user_id` is not a UUID (nothing is written then), or `companion` is
+            not this user's.
     """
     started = time.perf_counter()
     if not isinstance(user_id, uuid.UUID):
         raise InvalidIdentity("a session needs the user's UUID", suggestion="parse it first")
+    if companion is not None and companion.user_id != user_id:
+        raise InvalidIdentity(
+            "the companion belongs to another user", suggestion="open one of this user's own"
+        )
     profile, created = await services.users.ensure(user_id)
-    profile, companion = await asyncio.gather(
-        services.onboarding.apply(user_id, profile, onboarding),
-        _companion_for(services, user_id, onboarding),
-    )
-    greeting, snapshot = await asyncio.gather(
+    if companion is None:
+        profile, companion = await asyncio.gather(
+            services.onboarding.apply(user_id, profile, onboarding),
+            _companion_for(services, user_id, onboarding),
+        )
+    else:
+        profile = await services.onboarding.apply(user_id, profile, onboarding)
+    greeting, snapshot, summary, companions = await asyncio.gather(
         services.conversations.greeting_context(user_id, companion.id),
         services.personality.snapshot(user_id, companion),
+        services.users.companion_summary(user_id, companion.id),
+        services.companions.list(user_id),
     )
+    # What this companion wrote about them; another companion's summary never comes here.
+    profile = replace(profile, profile_summary=summary)
     # Last-seen is bookkeeping: it runs alongside the session insert, not after it.
     conversation, _ = await asyncio.gather(
         services.conversations.start(user_id, companion.id, room=room, context=greeting),
@@ -597,7 +772,7 @@ async def open_session(
     session = CompanionSession(
         services=services, profile=profile, companion=companion, conversation=conversation,
         greeting=greeting, personality=snapshot, created_now=created,
-        bootstrap_ms=(time.perf_counter() - started) * 1000,
+        bootstrap_ms=(time.perf_counter() - started) * 1000, companions=tuple(companions),
     )
     logger.info(
         "session open (new_user=%s, resumed=%s, onboarding=%s, ms=%.1f)",
@@ -615,6 +790,14 @@ async def _companion_for(
         # The app asked for a companion this user does not have: talk with the default one.
         logger.warning("requested companion not found; using the default companion")
         return await services.companions.resolve(user_id)
+
+
+def _pending_user_message(chat_ctx: llm.ChatContext) -> llm.ChatMessage | None:
+    """The user message the next reply answers: the latest turn, if the user said it."""
+    for item in reversed(chat_ctx.items):
+        if isinstance(item, llm.ChatMessage) and item.role in ("user", "assistant"):
+            return item if item.role == "user" else None
+    return None
 
 
 def _turn_key(text: str) -> str:

@@ -1,7 +1,9 @@
 """The profile summary: a few LLM-written sentences about the person, always in the prompt.
 
-It is rebuilt from the person's memories and recent session summaries in the background after
-a session, so the next session's instructions start from it without any work on the way in.
+Each companion keeps its own, rebuilt from its memories (and the person's shared ones) and its
+recent session summaries in the background after a session, so the next session's
+instructions start from it without any work on the way in. It is per companion because it is
+written from that companion's memories: one companion's facts must not reach another.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from core.config import Settings
@@ -57,7 +60,7 @@ class ProfileService:
 
     Args:
         pool: the shared pool; `pool.openai` writes the summary.
-        users: where the summary is stored (users.profile_summary).
+        users: where the summary is stored (per companion: companions.profile_summary).
         memory: the person's current explicit memories.
         settings: LLM model.
     """
@@ -74,14 +77,20 @@ class ProfileService:
         self._users = users
         self._memory = memory
         self._settings = settings
-        self._tasks: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self._tasks: dict[tuple[uuid.UUID, uuid.UUID], asyncio.Task[Any]] = {}
         self._counters = {"refreshed_by_llm": 0, "refreshed_fallback": 0, "refresh_failures": 0}
 
     async def refresh(
         self, user_id: uuid.UUID, companion_id: uuid.UUID | None
     ) -> UserProfile | None:
-        """Rewrite the stored profile summary from memories and session summaries."""
-        profile = await self._users.get(user_id)
+        """Rewrite this companion's profile summary from its memories and session summaries.
+
+        Returns the person as this companion now knows them (None if the user does not exist).
+        Without a companion there is nowhere to keep a summary: the profile comes back as is.
+        """
+        if companion_id is None:
+            return await self._users.get(user_id)
+        profile = await self._users.profile_for(user_id, companion_id)
         if profile is None:
             return None
         memories = await self._memory.current(user_id, companion_id, limit=MEMORIES_FOR_SUMMARY)
@@ -107,7 +116,8 @@ class ProfileService:
             self._counters["refreshed_by_llm"] += 1
         if not summary:
             return profile
-        return await self._users.update_profile(user_id, profile_summary=summary)
+        stored = await self._users.set_companion_summary(user_id, companion_id, summary)
+        return replace(profile, profile_summary=stored)
 
     async def _write_summary(self, profile: UserProfile, material: str) -> str | None:
         try:
@@ -133,19 +143,22 @@ class ProfileService:
         ) or None
 
     def schedule_refresh(self, user_id: uuid.UUID, companion_id: uuid.UUID | None) -> None:
-        """Refresh in the background; a refresh already running for this user is enough."""
-        running = self._tasks.get(user_id)
+        """Refresh in the background; one already running for this companion is enough."""
+        if companion_id is None:
+            return
+        key = (user_id, companion_id)
+        running = self._tasks.get(key)
         if running is not None and not running.done():
             return
         task = asyncio.ensure_future(self._refresh_quietly(user_id, companion_id))
-        self._tasks[user_id] = task
-        task.add_done_callback(lambda t: self._forget_task(user_id, t))
+        self._tasks[key] = task
+        task.add_done_callback(lambda t: self._forget_task(key, t))
 
-    def _forget_task(self, user_id: uuid.UUID, task: asyncio.Task[Any]) -> None:
-        if self._tasks.get(user_id) is task:
-            del self._tasks[user_id]
+    def _forget_task(self, key: tuple[uuid.UUID, uuid.UUID], task: asyncio.Task[Any]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
 
-    async def _refresh_quietly(self, user_id: uuid.UUID, companion_id: uuid.UUID | None) -> None:
+    async def _refresh_quietly(self, user_id: uuid.UUID, companion_id: uuid.UUID) -> None:
         try:
             await self.refresh(user_id, companion_id)
         except Exception as exc:

@@ -1,10 +1,16 @@
-"""Who the person is: identity at the edge, the `users` row, profile fields and last-seen."""
+"""Who the person is: identity at the edge, the `users` row, profile fields and last-seen.
+
+The person's identity (name, preferred name, interests, time zone) is theirs and shared by all
+their companions. The LLM-written profile summary is not: each companion writes its own from its
+own memories (`companions.profile_summary`), and a session's profile carries only its
+companion's summary (`profile_for`), so one companion's facts never reach another.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,14 +29,14 @@ MAX_INTEREST_CHARS = 60
 MAX_PROFILE_SUMMARY_CHARS = 800
 ONBOARDING_STATES = ("new", "in_progress", "done")
 # The profile fields a caller may change; anything else is refused before SQL is built.
+# The summary is not one of them: it is per companion (set_companion_summary).
 PROFILE_FIELDS = (
-    "display_name", "preferred_name", "timezone", "interests", "profile_summary",
-    "onboarding_state",
+    "display_name", "preferred_name", "timezone", "interests", "onboarding_state",
 )
 
 _COLUMNS = (
-    "id, display_name, preferred_name, timezone, interests, profile_summary, onboarding_state, "
-    "created_at, last_seen_at"
+    "id, display_name, preferred_name, timezone, interests, onboarding_state, created_at, "
+    "last_seen_at"
 )
 
 
@@ -47,7 +53,12 @@ def resolve_identity(raw_identity: object, *, console: bool, dev_user_id: uuid.U
 
 @dataclass(frozen=True)
 class UserProfile:
-    """One person as the companion knows them from the `users` row."""
+    """One person as one companion knows them: the `users` row, plus that companion's summary.
+
+    Attributes:
+        profile_summary: the summary the session's companion wrote (`UserService.profile_for`);
+            None on a profile read without a companion (`get`, `ensure`, `update_profile`).
+    """
 
     id: uuid.UUID
     display_name: str | None
@@ -72,7 +83,7 @@ class UserProfile:
             preferred_name=row["preferred_name"],
             timezone=row["timezone"],
             interests=tuple(row["interests"] or ()),
-            profile_summary=row["profile_summary"],
+            profile_summary=None,
             onboarding_state=row["onboarding_state"],
             created_at=row["created_at"],
             last_seen_at=row["last_seen_at"],
@@ -100,7 +111,9 @@ class UserProfile:
             preferred_name=data.get("preferred_name"),
             timezone=data.get("timezone"),
             interests=tuple(data.get("interests") or ()),
-            profile_summary=data.get("profile_summary"),
+            # Never from the per-user cache: an entry written before the summary moved to the
+            # companions may still hold another companion's summary.
+            profile_summary=None,
             onboarding_state=data.get("onboarding_state", "new"),
             created_at=datetime.fromisoformat(data["created_at"]),
             last_seen_at=datetime.fromisoformat(last_seen) if last_seen else None,
@@ -137,15 +150,23 @@ def clean_interests(value: object) -> list[str]:
     return out
 
 
+def clean_summary(value: object) -> str | None:
+    """A profile summary as stored: cleaned, cut to MAX_PROFILE_SUMMARY_CHARS, None if empty."""
+    if value is None:
+        return None
+    return clean_text(
+        value, field="profile summary", max_chars=MAX_PROFILE_SUMMARY_CHARS, truncate=True
+    ) or None
+
+
 def _clean_field(name: str, value: object) -> object:
     if name in ("display_name", "preferred_name"):
         return _clean_optional(value, name.replace("_", " "), MAX_NAME_CHARS)
     if name == "profile_summary":
-        if value is None:
-            return None
-        return clean_text(
-            value, field="profile summary", max_chars=MAX_PROFILE_SUMMARY_CHARS, truncate=True
-        ) or None
+        raise InvalidInput(
+            "the profile summary belongs to one companion, not to the user",
+            suggestion="use UserService.set_companion_summary(user_id, companion_id, text)",
+        )
     if name == "interests":
         return clean_interests(value)
     if name == "timezone":
@@ -189,6 +210,10 @@ class UserService:
     @staticmethod
     def cache_key(user_id: uuid.UUID) -> str:
         return f"user:{user_id}"
+
+    @staticmethod
+    def summary_key(user_id: uuid.UUID, companion_id: uuid.UUID) -> str:
+        return f"profile_summary:{user_id}:{companion_id}"
 
     async def ensure(self, user_id: uuid.UUID) -> tuple[UserProfile, bool]:
         """The user's profile, creating the row on first sight; `created_now` says which."""
@@ -250,8 +275,6 @@ class UserService:
             return profile
         # Column names come from PROFILE_FIELDS only (checked above), values are parameters.
         assignments = [f"{name} = ${i}" for i, name in enumerate(values, start=2)]
-        if "profile_summary" in values:
-            assignments.append("profile_updated_at = now()")
         if values.get("onboarding_state") == "done":
             assignments.append("onboarded_at = coalesce(onboarded_at, now())")
         row = await self._pool.fetchrow(
@@ -274,3 +297,55 @@ class UserService:
             "update public.users set last_seen_at = now() where id = $1", user_id
         )
         await self._cache.delete(self.cache_key(user_id))
+
+    # --- the per-companion summary -----------------------------------------------------------
+
+    async def profile_for(
+        self, user_id: uuid.UUID, companion_id: uuid.UUID
+    ) -> UserProfile | None:
+        """The person as this companion knows them: their profile with its own summary."""
+        profile = await self.get(user_id)
+        if profile is None:
+            return None
+        return replace(
+            profile, profile_summary=await self.companion_summary(user_id, companion_id)
+        )
+
+    async def companion_summary(self, user_id: uuid.UUID, companion_id: uuid.UUID) -> str | None:
+        """The summary this companion wrote about the person (None: none yet, or not theirs)."""
+        user_id = parse_user_id(user_id)
+        key = self.summary_key(user_id, companion_id)
+        cached = await self._cache.get_json(key)
+        if isinstance(cached, dict):
+            return cached.get("summary")
+        summary = await self._pool.fetchval(
+            "select profile_summary from public.companions where id = $2 and user_id = $1",
+            user_id, companion_id,
+        )
+        # Wrapped, so that "no summary yet" is cached too.
+        await self._cache.set_json(key, {"summary": summary}, self._ttl_s)
+        return summary
+
+    async def set_companion_summary(
+        self, user_id: uuid.UUID, companion_id: uuid.UUID, summary: object
+    ) -> str | None:
+        """Store the summary one companion keeps of the person; returns it as stored.
+
+        Raises:
+            InvalidInput: the summary is not text.
+            InvalidIdentity: the companion does not exist or is not this user's.
+        """
+        user_id = parse_user_id(user_id)
+        text = clean_summary(summary)
+        row = await self._pool.fetchrow(
+            "update public.companions set profile_summary = $3, profile_updated_at = now() "
+            "where id = $2 and user_id = $1 returning profile_summary",
+            user_id, companion_id, text,
+        )
+        await self._cache.delete(self.summary_key(user_id, companion_id))
+        if row is None:
+            raise InvalidIdentity(
+                "this companion does not exist for this user",
+                suggestion="refresh the summary of one of the user's own companions",
+            )
+        return row["profile_summary"]

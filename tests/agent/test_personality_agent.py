@@ -270,11 +270,6 @@ def quoting_profile(body: dict[str, Any]) -> Any:
     return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="users.profile_summary is one per user, but ProfileService.refresh(user, companion) "
-    "writes it from that companion's memories; every companion reads it via profile_line",
-)
 async def test_one_companions_memories_do_not_reach_another_through_the_profile_summary(
     services: Services, stub
 ) -> None:
@@ -296,6 +291,13 @@ async def test_one_companions_memories_do_not_reach_another_through_the_profile_
     )
     await end_conversation(with_luna)
     assert "Rex" not in all_text(luna_model.calls[0])
+
+    # The summary was written, and it is Veda's: her next greeting starts from it.
+    veda_model = ScriptedLLM(["Welcome back!"])
+    again = await start_conversation(services, veda_model, user_id=user_id)
+    await end_conversation(again)
+    assert "Profile: Known facts:" in all_text(veda_model.calls[0])
+    assert "Rex the beagle" in all_text(veda_model.calls[0])
 
 
 # --- mood --------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The profile summary: LLM-written from memories and sessions, short, with a plain fallback."""
+"""The profile summary: LLM-written from memories and sessions, short, with a plain fallback,
+and kept per companion: each companion's summary comes from its own memories only."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import uuid
 
 import pytest
 
+from core.errors import InvalidIdentity, InvalidInput
 from services.profile_service import profile_line
 from services.user_service import MAX_PROFILE_SUMMARY_CHARS
 from tests.agent.conftest import PROFILE_MARK, system_prompt
@@ -36,9 +38,12 @@ async def test_refresh_writes_the_llm_summary_from_memories_and_session_notes(
     request = [r.json for r in stub.requests_to("/chat/completions")][-1]
     material = request["messages"][1]["content"]
     assert "dog name: Rex" in material and "job interview" in material
-    stored = await services.users.get(user_id)
+    stored = await services.users.profile_for(user_id, companion.id)
     assert stored is not None and stored.profile_summary == profile.profile_summary
     assert "Rex" in (profile_line(stored) or "")
+    assert await services.pool.fetchval(
+        "select profile_summary from companions where id = $1", companion.id
+    ) == profile.profile_summary
 
 
 async def test_an_overlong_llm_summary_is_cut_to_the_limit(services, stub) -> None:
@@ -69,20 +74,77 @@ async def test_without_an_llm_the_summary_lists_the_most_important_facts(service
     assert services.profiles.stats()["refreshed_fallback"] == 1
 
 
-async def test_a_scheduled_refresh_runs_in_the_background_once_per_user(services, stub) -> None:
+async def test_a_scheduled_refresh_runs_in_the_background_once_per_companion(
+    services, stub
+) -> None:
     user_id = uuid.uuid4()
     await services.users.ensure(user_id)
     companion = await services.companions.resolve(user_id)
+    other = await services.companions.create(user_id, name="Luna")
     await services.memory.remember(user_id, companion.id, "FACT", "job", "baker")
+    await services.memory.remember(user_id, other.id, "FACT", "hobby", "stargazing")
 
     services.profiles.schedule_refresh(user_id, companion.id)
     services.profiles.schedule_refresh(user_id, companion.id)
     assert services.profiles.stats()["pending_tasks"] == 1
+    # Another companion's refresh is not covered by the first one's.
+    services.profiles.schedule_refresh(user_id, other.id)
+    assert services.profiles.stats()["pending_tasks"] == 2
     await services.profiles.drain()
 
-    profile = await services.users.get(user_id)
-    assert profile is not None and profile.profile_summary
-    assert services.profiles.stats()["refreshed_by_llm"] == 1
+    for each in (companion, other):
+        profile = await services.users.profile_for(user_id, each.id)
+        assert profile is not None and profile.profile_summary
+    assert services.profiles.stats()["refreshed_by_llm"] == 2
+
+
+async def test_each_companion_keeps_its_own_summary_and_the_user_row_keeps_none(
+    services, stub
+) -> None:
+    user_id = uuid.uuid4()
+    await services.users.ensure(user_id)
+    veda = await services.companions.resolve(user_id)
+    luna = await services.companions.create(user_id, name="Luna")
+    await services.users.update_profile(user_id, display_name="Margaret")
+    await services.memory.remember(user_id, veda.id, "PERSON", "dog_name", "Rex")
+    await services.memory.remember(user_id, luna.id, "FACT", "telescope", "a Dobsonian")
+    await services.memory.remember(user_id, None, "FACT", "home_city", "Lisbon")
+    stub.brain.background = lambda body: (
+        "About: " + body["messages"][-1]["content"] if PROFILE_MARK in system_prompt(body)
+        else None
+    )
+
+    await services.profiles.refresh(user_id, veda.id)
+    await services.profiles.refresh(user_id, luna.id)
+
+    for_veda = await services.users.profile_for(user_id, veda.id)
+    for_luna = await services.users.profile_for(user_id, luna.id)
+    assert for_veda is not None and for_luna is not None
+    assert "Rex" in for_veda.profile_summary and "Dobsonian" not in for_veda.profile_summary
+    assert "Dobsonian" in for_luna.profile_summary and "Rex" not in for_luna.profile_summary
+    # Shared memories and the person's own fields reach both.
+    assert "Lisbon" in for_veda.profile_summary and "Lisbon" in for_luna.profile_summary
+    assert for_veda.display_name == for_luna.display_name == "Margaret"
+    user_level = await services.users.get(user_id)
+    assert user_level is not None and user_level.profile_summary is None
+    assert await services.pool.fetchval(
+        "select profile_summary from users where id = $1", user_id
+    ) is None
+
+
+async def test_the_summary_cannot_be_written_per_user_or_for_someone_elses_companion(
+    services,
+) -> None:
+    user_id, stranger = uuid.uuid4(), uuid.uuid4()
+    await services.users.ensure(user_id)
+    await services.users.ensure(stranger)
+    theirs = await services.companions.resolve(stranger)
+
+    with pytest.raises(InvalidInput, match="per companion|one companion"):
+        await services.users.update_profile(user_id, profile_summary="Likes tea.")
+    with pytest.raises(InvalidIdentity):
+        await services.users.set_companion_summary(user_id, theirs.id, "Likes tea.")
+    assert await services.users.companion_summary(stranger, theirs.id) is None
 
 
 def test_the_profile_line_is_compact_and_says_how_to_address_them() -> None:
