@@ -38,6 +38,7 @@ MAX_FOLLOW_UPS = 3
 MAX_SUMMARY_CHARS = 600
 # The summarizer sees at most this much of the transcript (the end of it).
 MAX_TRANSCRIPT_CHARS = 12_000
+SHUTDOWN_SUMMARY_TIMEOUT_S = 4.0
 
 _MESSAGE_SQL = (
     "insert into public.messages (id, session_id, user_id, companion_id, role, content, modality,"
@@ -505,23 +506,32 @@ class ConversationService:
         await self.invalidate(session.user_id, session.companion_id)
         self._counters["sessions_ended"] += 1
         if any(t.role == "user" for t in session.turns):
-            self._spawn(self._summarize_and_store(session))
+            self._spawn(self._summarize_and_store(session, hurried=wait))
         if wait:
             await self.drain()
 
-    async def _summarize_and_store(self, session: ConversationSession) -> None:
+    async def _summarize_and_store(self, session: ConversationSession, *, hurried: bool) -> None:
         try:
-            summary = await self.summarize(session)
+            summary = await self.summarize(session, hurried=hurried)
             await self._store_summary(session, summary)
         except Exception as exc:
             self._counters["summary_failures"] += 1
             logger.warning("session summary failed (%s)", type(exc).__name__)
 
-    async def summarize(self, session: ConversationSession) -> SessionSummary:
-        """The LLM's summary and follow-ups; a plain extract when no LLM answers."""
+    async def summarize(
+        self, session: ConversationSession, *, hurried: bool = False
+    ) -> SessionSummary:
+        """The LLM's summary and follow-ups; a plain extract when no LLM answers.
+
+        `hurried` (shutdown): one short attempt, because LiveKit kills a job whose shutdown
+        callbacks outlast its limit (10 s), and the drain after the summary must still run.
+        """
         transcript = _transcript(session)
         try:
-            response = await self._pool.openai.chat.completions.create(
+            client = self._pool.openai
+            if hurried:
+                client = client.with_options(timeout=SHUTDOWN_SUMMARY_TIMEOUT_S, max_retries=0)
+            response = await client.chat.completions.create(
                 model=self._settings.llm_model,
                 messages=[
                     {"role": "system", "content": render(

@@ -204,6 +204,22 @@ async def test_without_an_llm_the_summary_is_an_extract_of_what_they_said(servic
     assert services.conversations.stats()["summaries_fallback"] == 1
 
 
+async def test_at_shutdown_a_hung_llm_gets_one_short_try_then_the_extract_is_stored(
+    services, stub
+) -> None:
+    # LiveKit kills a job whose shutdown outlasts its limit; the summary must not use it all up.
+    user_id, companion_id = await user_and_companion(services)
+    stub.hang_next(3, 60, path_prefix="/chat/completions")
+    session = await services.conversations.start(user_id, companion_id)
+    services.conversations.add_message(session, "user", "I adopted a cat")
+
+    await services.conversations.end(session, wait=True)
+
+    summary = await services.pool.fetchval("select summary from sessions where id = $1", session.id)
+    assert summary == "They said: I adopted a cat"
+    assert len(stub.requests_to("/chat/completions")) == 1
+
+
 async def test_ending_twice_summarizes_once_and_a_silent_session_is_not_summarized(
     services, stub
 ) -> None:
