@@ -31,6 +31,8 @@ from livekit.agents import (
     get_job_context,
     llm,
 )
+from livekit.agents import tts
+from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import openai as lk_openai
 from livekit.plugins import silero
@@ -100,7 +102,9 @@ class CompanionAgent(Agent):
 
     def __init__(self, companion: CompanionSession) -> None:
         super().__init__(
-            instructions=companion.instructions(), chat_ctx=companion.history_chat_ctx()
+            instructions=companion.instructions(),
+            chat_ctx=companion.history_chat_ctx(),
+            tts=companion_voice(companion),
         )
         self._c = companion
 
@@ -349,6 +353,21 @@ def build_session(ctx: JobContext, companion: CompanionSession) -> AgentSession[
         userdata=companion.user,
         conn_options=connect_options(settings),
     )
+
+
+def companion_voice(companion: CompanionSession) -> tts.TTS | NotGiven:
+    """The companion's own voice, or the session's default TTS when it has none.
+
+    Uplift voice ids look like `v_...`; anything else names an OpenAI voice. Set per agent, so a
+    hand-off to another companion also changes the voice.
+    """
+    voice = companion.companion.voice
+    if not voice:
+        return NOT_GIVEN
+    services = companion.services
+    field = "upliftai_voice_id" if voice.startswith("v_") else "tts_voice"
+    settings = services.settings.model_copy(update={field: voice})
+    return build_tts(settings, http_session=services.pool.http)
 
 
 def log_fields_for(companion: CompanionSession) -> None:

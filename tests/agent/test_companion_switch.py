@@ -13,10 +13,11 @@ import uuid
 from typing import Any
 
 import pytest
+from livekit.agents.utils import is_given
 
 from agent import CompanionAgent
 from services.companion_service import Companion
-from services.composition import CompanionSession, Services
+from services.composition import CompanionSession, Services, open_session
 from tests.agent.conftest import SpokenCompanion, end_conversation, settle, start_conversation
 from tests.agent.live import start_live
 from tests.support.scripted_llm import ScriptedLLM, all_text
@@ -187,3 +188,23 @@ async def test_a_spoken_turn_calling_another_companion_hands_over_and_calling_ba
             "and content = $2", user_id, text,
         )
         assert [r["companion_id"] for r in logged] == [companion.id], text
+
+
+async def test_each_companion_speaks_with_its_own_voice_and_the_default_keeps_the_sessions(
+    services: Services,
+) -> None:
+    user_id = uuid.uuid4()
+    await services.users.ensure(user_id)
+    veda = await services.companions.resolve(user_id)
+    luna = await services.companions.create(user_id, name="Luna", voice="coral")
+    veda_session = await open_session(services, user_id=user_id, companion=veda)
+    luna_session = await open_session(services, user_id=user_id, companion=luna)
+    try:
+        # Veda has no voice of her own: the agent leaves the session's TTS in place.
+        assert not is_given(CompanionAgent(veda_session).tts)
+        luna_tts = CompanionAgent(luna_session).tts
+        assert is_given(luna_tts)
+        assert luna_tts._opts.voice == "coral"  # noqa: SLF001 - the option under test
+    finally:
+        await veda_session.close(wait=True)
+        await luna_session.close(wait=True)
