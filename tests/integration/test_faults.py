@@ -347,8 +347,9 @@ async def test_llm_trouble_in_background_work_fails_soft_and_the_work_is_done_la
         await talk.session.close(wait=True)  # must not raise
         await settle(services)
 
-        # Summary, consolidation and profile each tried once plus one retry, then gave up.
-        assert len(stub.requests_to(CHAT)) == 3 * 2
+        # The summary at close gets one short try (shutdown must stay within LiveKit's limit);
+        # consolidation and profile each one try plus one retry; then all gave up.
+        assert len(stub.requests_to(CHAT)) == 1 + 2 * 2
         conversations = services.conversations.stats()
         assert conversations["summaries_fallback"] == 1 and conversations["summary_failures"] == 0
         summary = await services.pool.fetchval(
