@@ -83,8 +83,9 @@ def test_two_processes_racing_to_migrate_both_succeed_and_apply_each_file_once(
     ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
-    applied = sorted(int(o[0].strip()) for o in outs)
-    assert applied == [0, len(migrations.discover())]
+    # Each file is applied by whichever runner takes the lock for it first, exactly once.
+    applied = [int(o[0].strip()) for o in outs]
+    assert sum(applied) == len(migrations.discover())
 
     async def count() -> int:
         conn = await asyncpg.connect(empty_db)
