@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -57,6 +58,22 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _git_commit() -> str:
+    """The checked-out commit, marked when the work tree has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+            text=True, check=True, timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}+changes" if dirty else head
+
+
 async def machine_info(conn: Any) -> dict[str, Any]:
     """Where the figures were measured: CPU, cores, Python, Postgres and pgvector versions."""
     return {
@@ -69,6 +86,7 @@ async def machine_info(conn: Any) -> dict[str, Any]:
             "select extversion from pg_extension where extname = 'vector'"
         ),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _git_commit(),
         # Shared machine: other work running at the same time shows up in the tail latencies.
         "load_average_1m_5m_15m": [round(x, 2) for x in os.getloadavg()],
     }
@@ -104,5 +122,6 @@ def machine_line(machine: dict[str, Any]) -> str:
     return (
         f"Run {machine['date']} on {machine['cpu']}, {machine['cores']} cores shared with other "
         f"work{load_text}; Python {machine['python']}, Postgres {machine['postgres']} + "
-        f"pgvector {machine['pgvector']} (embedded, loopback TCP)."
+        f"pgvector {machine['pgvector']} (embedded, loopback TCP)"
+        + (f"; commit {machine['commit']}." if machine.get("commit") else ".")
     )

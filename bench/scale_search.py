@@ -8,9 +8,11 @@ from its topic and partly from a shared Zipf vocabulary. Queries are noisy topic
 with 2-4 topic words. Rows are bulk-loaded with COPY and the indexes built afterwards (as a
 restore would); the migrations' own indexes are used, nothing else.
 
-Timed per query (embedding precomputed): the companion's engine (k=10), and beside it the naive
-filtered pgvector query (`WHERE user_id = $1 ORDER BY embedding <=> $2 LIMIT 10`), whose short
-results are counted.
+Timed per query (embedding precomputed): the companion's engine (k=10) on its default path (the
+in-process index for users up to `RetrievalTuning.local_index_max_rows` memories, warmed first
+as a session start does; SQL above that) and on SQL alone, and beside them the naive filtered
+pgvector query (`WHERE user_id = $1 ORDER BY embedding <=> $2 LIMIT 10`), whose short results
+are counted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import sys
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -131,12 +134,17 @@ async def build_indexes(pool: Any) -> float:
 
 
 async def measure(pool, engine, target: uuid.UUID, queries, label: str) -> dict[str, Any]:
+    """The engine on its default path (in-process index when the user fits) and the naive
+    query, alternating per query."""
     naive_sql = (
         "select id from public.memories where user_id = $1 "
         "order by embedding <=> $2 limit $3"
     )
     engine.forget_counts()
     await engine.refresh_term_stats(target)
+    started = time.perf_counter()
+    in_process = await engine.warm(target)  # what a session start does
+    warm_ms = (time.perf_counter() - started) * 1000
     for text, vec in queries[:10]:  # warm-up: prepared statements, caches, scope count
         await engine.search(target, None, text, k=K, query_embedding=vec, now=NOW)
         await pool.fetch(naive_sql, target, vec, K)
@@ -153,13 +161,14 @@ async def measure(pool, engine, target: uuid.UUID, queries, label: str) -> dict[
         short += len(rows) < K
     after = engine.stats()
     plans = {key: after[key] - before[key]
-             for key in ("exact_plans", "ann_plans", "ann_short_fallbacks")}
+             for key in ("local_searches", "exact_plans", "ann_plans", "ann_short_fallbacks")}
     print(f"{label}: companion p50 {np.percentile(engine_ms, 50):.2f} ms, "
           f"p95 {np.percentile(engine_ms, 95):.2f} ms {plans}; naive pgvector p50 "
           f"{np.percentile(naive_ms, 50):.2f} ms, short {short}/{len(queries)}")
     return {
         "companion": {"search_ms": percentiles(engine_ms), "short_results": engine_short,
-                      "plans": plans},
+                      "plans": plans, "in_process": in_process, "warm_ms": round(warm_ms, 1),
+                      "index": after["local_index"]},
         "naive_pgvector": {"search_ms": percentiles(naive_ms), "short_results": short},
     }
 
@@ -175,10 +184,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # Index builds over 150k rows take longer than the default statement timeout.
         settings = Settings(_env_file=None, redis_enabled=False, db_command_timeout_s=3_600)
         pool = await ConnectionPool.create(settings, dsn=dsn)
-        tuning = RetrievalTuning(exact_scan_max_rows=args.exact_max) if args.exact_max else None
-        engine = RetrievalEngine(
-            pool=pool, embedder=None, settings=settings, tuning=tuning  # type: ignore[arg-type]
-        )
+        base = RetrievalTuning(exact_scan_max_rows=args.exact_max or 3_000)
+        engines = {
+            "default": RetrievalEngine(
+                pool=pool, embedder=None, settings=settings, tuning=base  # type: ignore[arg-type]
+            ),
+            "sql": RetrievalEngine(
+                pool=pool, embedder=None, settings=settings,  # type: ignore[arg-type]
+                tuning=replace(base, local_index_max_rows=0),
+            ),
+        }
         try:
             report["machine"] = await machine_info(pool)
             await pool.execute("drop index public.memories_embedding_hnsw")
@@ -197,13 +212,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 total = await pool.fetchval("select count(*) from public.memories")
                 print(f"{size} rows for the user, {total} in the table "
                       f"(load {load_s:.0f} s, HNSW build {index_s:.0f} s)")
-                result = await measure(pool, engine, target, queries, f"{size:>7} memories")
-                result["table_rows"] = int(total)
-                result["hnsw_build_s"] = round(index_s, 1)
-                report["sizes"][str(size)] = result
+                for path, engine in engines.items():
+                    result = await measure(
+                        pool, engine, target, queries, f"{size:>7} memories, {path}"
+                    )
+                    result["table_rows"] = int(total)
+                    result["hnsw_build_s"] = round(index_s, 1)
+                    report["sizes"].setdefault(str(size), {})[path] = result
+                    if not result["companion"]["in_process"]:
+                        break  # the default path was SQL already: nothing to compare
                 started = time.perf_counter()
         finally:
-            await engine.aclose()
+            for engine in engines.values():
+                await engine.aclose()
             await pool.aclose()
     report["setup"] = {
         "other_users": args.others, "memories_per_other_user": args.per_other,
@@ -223,27 +244,47 @@ def markdown(report: dict[str, Any]) -> str:
         machine_line(report["machine"]) + f" One user's memories among {setup['other_users']} "
         f"other users' ({setup['memories_per_other_user']} each), synthetic topic-shaped text "
         f"and vectors, {setup['queries']} queries per size, k={setup['k']}, query embedding "
-        "precomputed. Naive pgvector = `WHERE user_id = $1 ORDER BY embedding <=> $2 LIMIT k` "
-        "(HNSW, default ef_search 40).",
+        "precomputed. Companion default = the engine as shipped: the user's in-process index "
+        "when they have up to 20,000 memories (loaded first by `RetrievalEngine.warm`, as a "
+        "session start does; load time in the last column), SQL above that; companion SQL = "
+        "the same engine with the in-process index off. Naive pgvector = `WHERE user_id = $1 "
+        "ORDER BY embedding <=> $2 LIMIT k` (HNSW, default ef_search 40).",
         "",
-        "| user's memories | rows in table | companion p50 / p95 / p99 ms | companion plans "
-        "| companion short | naive pgvector p50 / p95 / p99 ms | naive short |",
-        "|---:|---:|---:|---|---:|---:|---:|",
+        "| user's memories | rows in table | engine | p50 / p95 / p99 ms | searches by path "
+        "| short | naive pgvector p50 / p95 / p99 ms | naive short | index load ms |",
+        "|---:|---:|---|---:|---|---:|---:|---:|---:|",
     ]
-    for size, r in report["sizes"].items():
-        c, n = r["companion"], r["naive_pgvector"]
-        plans = ", ".join(f"{k} {v}" for k, v in c["plans"].items() if v)
-        lines.append(
-            f"| {int(size):,} | {r['table_rows']:,} | {fmt_ms(c['search_ms'])} | {plans} "
-            f"| {c['short_results']} | {fmt_ms(n['search_ms'])} | {n['short_results']} |"
-        )
-    largest = report["sizes"].get("100000")
+    for size, paths in report["sizes"].items():
+        for path, r in paths.items():
+            c, n = r["companion"], r["naive_pgvector"]
+            plans = ", ".join(
+                f"{'in-process' if k == 'local_searches' else k} {v}"
+                for k, v in c["plans"].items() if v
+            )
+            warm = f"{c['warm_ms']:.0f}" if c["in_process"] else "-"
+            lines.append(
+                f"| {int(size):,} | {r['table_rows']:,} | companion {path} "
+                f"| {fmt_ms(c['search_ms'])} | {plans} | {c['short_results']} "
+                f"| {fmt_ms(n['search_ms'])} | {n['short_results']} | {warm} |"
+            )
+    largest = report["sizes"].get("100000", {}).get("default")
     if largest is not None:
         p95 = largest["companion"]["search_ms"]["p95"]
         verdict = "met" if p95 <= 15.0 else "NOT met"
         lines += ["", f"Target p95 <= 15 ms at 100,000 memories for one user: **{verdict}** "
                   f"({p95:.2f} ms). The naive query is faster but comes back short when the user "
                   "is a small share of the table (the filter runs after the index)."]
+    before = report.get("before")
+    if before is not None:
+        # The previous engine's report has one result per size (SQL only).
+        figures = "; ".join(
+            f"{int(size):,}: {fmt_ms(r['companion']['search_ms'])} ms"
+            for size, r in before["sizes"].items()
+        )
+        lines += ["", f"Before (same machine, the engine of commit f6f31f4, SQL only; "
+                  f"`{before['command']}`, {before['machine']['date']}, load average "
+                  f"{before['machine']['load_average_1m_5m_15m'][0]}): companion p50 / p95 / p99 "
+                  f"by size {figures}."]
     return "\n".join(lines) + "\n"
 
 
@@ -257,12 +298,15 @@ def parse_args() -> argparse.Namespace:
                         help="override RetrievalTuning.exact_scan_max_rows (default: engine's)")
     parser.add_argument("--json", help="write the report to this file")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
+    parser.add_argument("--before", help="a --json report of the previous engine, to compare")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     arguments = parse_args()
     out = asyncio.run(main(arguments))
+    if arguments.before:
+        out["before"] = json.loads(Path(arguments.before).read_text())
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {arguments.json}")

@@ -38,6 +38,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from rag_system.batch import CandidateBatch, batch_from_records, matrix_from_sent
 from rag_system.query import PreparedQuery
 from services.memory_service import Memory
 
@@ -96,7 +97,8 @@ class Candidate:
         similarity: cosine similarity to the query embedding (None without an embedding or a
             stored vector).
         keyword: IDF weight of the query words the row contains (0 when none matched).
-        coverage: share of the query's IDF weight that the row matched (0..1).
+        coverage: share of the IDF weight of the turn's own words that the row matched (0..1;
+            words borrowed from recent turns can add to it but never dilute it).
         vector_rank / keyword_rank: 1-based rank in that source, None if it did not propose it.
         in_window: whether it lies in the query's time window.
         session: the conversation it belongs to (source session_id), when known.
@@ -133,16 +135,8 @@ class Candidate:
 
 def vector_matrix(candidates: Sequence[Candidate]) -> np.ndarray:
     """The candidates' stored embeddings as one matrix (zero rows where there is none)."""
-    raws = [c.record["vec"] if c.record is not None else None for c in candidates]
-    present = [r for r in raws if r is not None]
-    if not present:
-        return np.zeros((len(candidates), 1), dtype=np.float32)
-    # vector_send: int16 dimensions, int16 unused, then big-endian float4 values.
-    dim = (len(present[0]) - 4) // 4
-    blank = bytes(4 + 4 * dim)
-    joined = b"".join(r if r is not None and len(r) == len(blank) else blank for r in raws)
-    matrix = np.frombuffer(joined, dtype=">f4").reshape(len(raws), dim + 1)[:, 1:]
-    return matrix.astype(np.float32)
+    return matrix_from_sent([c.record["vec"] if c.record is not None else None
+                             for c in candidates])
 
 
 class SqlParams:
@@ -285,7 +279,12 @@ probe as (
 ),
 matched as materialized ({matched}),
 kw as materialized (
-  select s.id, s.kw, s.kw / nullif((select sum(w * idf) from weighted), 0) as coverage,
+  -- Coverage is measured against the turn's own words (weight 1): words borrowed from the
+  -- recent turns may add to it but must not dilute a row that answers the turn itself.
+  select s.id, s.kw,
+         least(1.0, s.kw / coalesce(
+           nullif((select sum(w * idf) from weighted where w >= 1.0), 0),
+           nullif((select sum(w * idf) from weighted), 0))) as coverage,
          row_number() over (order by s.kw desc, s.dl, s.id) as frank
   from (
     select mt.id, mt.dl, sum(w.w * w.idf) as kw
@@ -387,27 +386,6 @@ left join links l on l.anchor = m.id{joins}"""
     )
 
 
-def _candidate(row: asyncpg.Record) -> Candidate:
-    similarity = row["similarity"]
-    return Candidate(
-        id=row["id"],
-        occurred_at=row["occurred_at"],
-        companion_id=row["companion_id"],
-        kind=row["kind"],
-        importance=float(row["importance"]),
-        access_count=int(row["access_count"]),
-        similarity=None if similarity is None else float(similarity),
-        keyword=float(row["keyword"]),
-        coverage=float(row["coverage"] or 0.0),
-        vector_rank=row["vrank"],
-        keyword_rank=row["frank"],
-        in_window=bool(row["in_window"]),
-        session=row["session"],
-        links=list(row["links"] or ()),
-        record=row,
-    )
-
-
 @dataclass(frozen=True)
 class CandidateSet:
     """What one candidate query returned, and how.
@@ -417,7 +395,7 @@ class CandidateSet:
         plan: the vector plan that produced them.
     """
 
-    candidates: list[Candidate]
+    batch: CandidateBatch
     vector_found: int
     plan: VectorPlan
 
@@ -451,12 +429,10 @@ async def fetch_candidates(
         query=query,
         k=k,
     )
-    if sql is None:
-        return CandidateSet(candidates=[], vector_found=0, plan=plan)
-    rows = await conn.fetch(sql, *params.values)
-    candidates = [_candidate(r) for r in rows]
-    found = sum(1 for c in candidates if c.vector_rank is not None)
-    return CandidateSet(candidates=candidates, vector_found=found, plan=plan)
+    rows = [] if sql is None else await conn.fetch(sql, *params.values)
+    batch = batch_from_records(rows)
+    found = int(np.count_nonzero(batch.vector_rank))
+    return CandidateSet(batch=batch, vector_found=found, plan=plan)
 
 
 async def count_scope(

@@ -42,15 +42,14 @@ def mmr_order(
         for i, vector in enumerate(vectors):
             if vector is not None and vector.shape[0] == dim:
                 matrix[i] = vector
-    similar = matrix @ matrix.T
     gain = lam * rel
     penalty = np.zeros(n)
     chosen: list[int] = []
     for _ in range(min(k, n)):
-        scores = gain - (1.0 - lam) * penalty
-        if chosen:
-            scores[chosen] = -np.inf
-        pick = int(np.argmax(scores))
+        pick = int(np.argmax(gain - (1.0 - lam) * penalty))
         chosen.append(pick)
-        np.maximum(penalty, similar[pick], out=penalty)
+        gain[pick] = -np.inf
+        # Only the picked rows' similarities are needed: a matrix-vector product each (a
+        # full Gram matrix is a threaded BLAS call, which stalls on a busy machine).
+        np.maximum(penalty, matrix @ matrix[pick], out=penalty)
     return chosen

@@ -51,8 +51,10 @@ _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 MAX_QUERY_TERMS = 24
 MAX_CONTEXT_TERMS = 8
 CONTEXT_TERM_WEIGHT = 0.3
-# A turn with this few content words probably needs the conversation to mean anything.
-SHORT_TURN_WORDS = 3
+# A turn with this few content words ("why?", "and Paris?") needs the conversation to mean
+# anything. Two already say what they are about ("what is my dog called?"): prepending the
+# previous turn (often the companion's unrelated question) would only blur their embedding.
+SHORT_TURN_WORDS = 1
 MAX_EMBED_CONTEXT_CHARS = 300
 
 _MONTHS = {name: i for i, name in enumerate(calendar.month_name) if name}

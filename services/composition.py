@@ -747,6 +747,9 @@ async def open_session(
             "the companion belongs to another user", suggestion="open one of this user's own"
         )
     profile, created = await services.users.ensure(user_id)
+    # The user's in-process memory index loads in the background while the greeting is
+    # prepared and spoken, so the first turn already searches it.
+    services.rag.warm(user_id)
     if companion is None:
         profile, companion = await asyncio.gather(
             services.onboarding.apply(user_id, profile, onboarding),

@@ -19,7 +19,7 @@ import json
 import logging
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from core.config import Settings
 from core.dates import utc_now
 from core.errors import CompanionError, InvalidInput, LLMUnavailable
 from core.prompts import render
+from core.tasks import BackgroundTasks
 from infrastructure.connection_pool import ConnectionPool
 from services.memory_service import (
     MEMORY_COLUMNS,
@@ -108,7 +109,7 @@ class ConsolidationService:
         self._memory = memory
         self._settings = settings
         self._clock = clock
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks("consolidation")
         # One run per session at a time; a lock lives only while someone holds or awaits it.
         self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -145,7 +146,7 @@ class ConsolidationService:
 
     def schedule(self, session_id: uuid.UUID, *, final: bool = False) -> None:
         """Consolidate `session_id` in a tracked background task; failures are logged."""
-        self._spawn(self._consolidate_quietly(session_id, final))
+        self._tasks.spawn(self._consolidate_quietly(session_id, final))
 
     async def _consolidate_quietly(self, session_id: uuid.UUID, final: bool) -> None:
         try:
@@ -516,16 +517,10 @@ class ConsolidationService:
         }
 
     async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.drain()
 
     async def aclose(self) -> None:
         await self.stop()
-
-    def _spawn(self, work: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _scopes(self, user_id: uuid.UUID | None) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
         rows = await self._pool.fetch(

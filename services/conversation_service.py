@@ -8,11 +8,10 @@ by the LLM in a background task and its follow-ups ("how did the interview go?")
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from core.config import Settings
 from core.dates import parse_date, timezone_named, utc_now
 from core.errors import InvalidInput
 from core.prompts import render
+from core.tasks import BackgroundTasks
 from core.validators import MAX_UTTERANCE_CHARS, clean_text
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
@@ -271,7 +271,7 @@ class ConversationService:
         self._batcher = batcher
         self._settings = settings
         self._clock = clock
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks("conversation")
         self._counters = {
             "sessions_started": 0,
             "sessions_resumed": 0,
@@ -506,7 +506,7 @@ class ConversationService:
         await self.invalidate(session.user_id, session.companion_id)
         self._counters["sessions_ended"] += 1
         if any(t.role == "user" for t in session.turns):
-            self._spawn(self._summarize_and_store(session, hurried=wait))
+            self._tasks.spawn(self._summarize_and_store(session, hurried=wait))
         if wait:
             await self.drain()
 
@@ -584,16 +584,11 @@ class ConversationService:
         return {**self._counters, "pending_tasks": len(self._tasks)}
 
     async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.drain()
 
     async def aclose(self) -> None:
         await self.drain()
 
-    def _spawn(self, work: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _transcript(session: ConversationSession) -> str:

@@ -8,14 +8,13 @@ critical path: embedded in a background task, then written through the batcher.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import re
 import unicodedata
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ import numpy as np
 from core.config import Settings
 from core.dates import absolutize, timezone_named, utc_now
 from core.errors import CompanionError, EmbeddingError, InvalidIdentity, InvalidInput
+from core.tasks import BackgroundTasks
 from core.validators import (
     MAX_MEMORY_KEY_CHARS,
     MAX_MEMORY_VALUE_CHARS,
@@ -243,7 +243,7 @@ class MemoryService:
         self._embedder = embedder
         self._settings = settings
         self._clock = clock
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks("memory")
         self._counters: dict[str, int] = {
             "remembered": 0,
             "unchanged": 0,
@@ -515,7 +515,7 @@ class MemoryService:
         """Count that these memories were used (retrieved into a reply); off the critical path."""
         ids = list(dict.fromkeys(memory_ids))
         if ids:
-            self._spawn(self._record_access(ids, self._clock()))
+            self._tasks.spawn(self._record_access(ids, self._clock()))
 
     async def _record_access(self, ids: list[uuid.UUID], at: datetime) -> None:
         await self._pool.execute(
@@ -547,7 +547,7 @@ class MemoryService:
             return
         when = occurred_at or self._clock()
         source = {"session_id": str(session_id)} if session_id is not None else {}
-        self._spawn(self._embed_and_enqueue(user_id, companion_id, speaker, cleaned, when, source))
+        self._tasks.spawn(self._embed_and_enqueue(user_id, companion_id, speaker, cleaned, when, source))
 
     async def _embed_and_enqueue(
         self,
@@ -654,26 +654,13 @@ class MemoryService:
 
     async def drain(self) -> None:
         """Wait until every background embedding/access task has finished."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.drain()
 
     async def aclose(self) -> None:
         """Finish background work; the batcher (not owned here) is drained by its owner."""
         await self.drain()
 
     # --- helpers ------------------------------------------------------------------------------
-
-    def _spawn(self, work: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning(
-                "memory background task failed (%s)", type(task.exception()).__name__
-            )
 
     async def _embed_or_none(self, text: str) -> np.ndarray | None:
         # A memory without a vector is still found by full-text search; never lose the write.

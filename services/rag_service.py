@@ -15,10 +15,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from core.config import Settings
 from core.latency import LatencyWindow
+from core.tasks import BackgroundTasks, log_failure
 from rag_system import RetrievalEngine, ScoredMemory
 from rag_system.query import is_small_talk
 
@@ -110,6 +112,7 @@ class RAGService:
         self._cache = cache
         self._settings = settings
         self._latency = LatencyWindow()
+        self._tasks = BackgroundTasks("memory context")
         self._counters = {
             "turns": 0,
             "with_memories": 0,
@@ -173,21 +176,43 @@ class RAGService:
         recent = [t for t in recent_turns if t and t.strip()][-3:]
         key = self._cache_key(user_id, companion_id, [text, *recent, profile_line or "",
                                                       *follow_ups])
-        cached = await self._cache.get_json(key)
-        if isinstance(cached, str):
-            self._counters["cache_hits"] += 1
-            return cached or None
-        memories = await self._engine.search(
+        # The search starts at once and the cache is asked meanwhile: a repeated turn is rare,
+        # and waiting for the cache first would put its round trip on every turn.
+        search = asyncio.ensure_future(self._engine.search(
             user_id, companion_id, text, k=self._settings.rag_top_k, recent_turns=recent
-        )
+        ))
+        try:
+            cached = await self._cache.get_json(key)
+            if isinstance(cached, str):
+                self._counters["cache_hits"] += 1
+                return cached or None
+            memories = await search
+        finally:
+            if not search.done():
+                search.cancel()
+                search.add_done_callback(partial(log_failure, owner="memory search"))
         self._counters["with_memories" if memories else "without_memories"] += 1
         if memories:
             self._memory.record_access([m.memory.id for m in memories])
         block = format_block(
             memories, now=now, profile_line=profile_line, follow_ups=follow_ups
         )
-        await self._cache.set_json(key, block or "", BLOCK_CACHE_TTL_S)
+        self._tasks.spawn(self._cache.set_json(key, block or "", BLOCK_CACHE_TTL_S))
         return block
+
+    def warm(self, user_id: uuid.UUID) -> None:
+        """Get this user's memories ready for fast turns; call when a session starts.
+
+        Returns at once: the engine loads the user's in-process index (all of the user's
+        companions) in the background; the first turns use SQL until it is ready.
+        """
+        self._tasks.spawn(self._warm(user_id))
+
+    async def _warm(self, user_id: uuid.UUID) -> None:
+        try:
+            await self._engine.warm(user_id)
+        except Exception as exc:  # background: searches fall back to SQL
+            logger.warning("memory index warm-up failed (%s)", type(exc).__name__)
 
     @staticmethod
     def _cache_key(
@@ -210,6 +235,11 @@ class RAGService:
             "context_ms": self._latency.summary(),
         }
 
+    async def drain(self) -> None:
+        """Wait for this service's background work (block cache writes, warm-ups)."""
+        await self._tasks.drain()
+
     async def aclose(self) -> None:
-        """Finish the engine's background work (keyword statistics rebuilds)."""
+        """Finish background work: cache writes, warm-ups, then the engine's own."""
+        await self.drain()
         await self._engine.aclose()

@@ -166,6 +166,36 @@ async def test_memory_stats_report_categories_size_latency_and_timeouts(
     assert stats["engine"]["search_ms"]["count"] == 1
 
 
+async def test_a_warmed_session_uses_its_in_process_index_and_still_sees_new_facts(
+    stack: MemoryStack,
+) -> None:
+    user, companion = await seed(stack)
+    engine = RetrievalEngine(pool=stack.pool, embedder=stack.embedder, settings=stack.settings)
+    rag = RAGService(engine=engine, memory=stack.memory, cache=stack.cache,
+                     settings=stack.settings)
+    _SERVICES.append(rag)
+    rag.warm(user)  # what a session start does; returns at once
+    assert await engine.warm(user)  # (waits for that same load)
+    await stack.memory.remember(user, companion, "PET", "dog", "a beagle called Biscuit")
+    block = await rag.context_for_turn(
+        user_id=user, companion_id=companion, text="How is my dog Biscuit?"
+    )
+    assert block is not None and "dog: a beagle called Biscuit" in block
+    stats = engine.stats()
+    assert stats["local_searches"] == 1 and stats["sql_searches"] == 0
+
+
+async def test_a_repeated_turn_reuses_its_block(stack: MemoryStack) -> None:
+    user, companion = await seed(stack)
+    rag = rag_for(stack)
+    asked = dict(user_id=user, companion_id=companion, text="Is the boiler fixed?")
+    first = await rag.context_for_turn(**asked)
+    await rag.drain()  # the block is cached in the background; let that land
+    again = await rag.context_for_turn(**asked)
+    assert first is not None and again == first
+    assert rag.stats()["cache_hits"] == 1
+
+
 def test_memory_times_read_naturally() -> None:
     now = datetime(2026, 11, 21, 12, tzinfo=UTC)
     assert when_label(now - timedelta(hours=2), now) == "today"

@@ -2,17 +2,23 @@
 
 Embeddings come from the project's OpenAIEmbedder talking to the loopback OpenAI stub, whose
 vectors are hashed bags of words: texts sharing words are similar, others nearly orthogonal.
+
+The behaviour tests run on both search paths: "sql" (one statement per search) and
+"in_process" (the per-user index kept current from Postgres, loaded by the first search).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 
 from infrastructure.connection_pool import ConnectionPool
@@ -33,7 +39,7 @@ WORDS = (
 ).split()
 
 
-_ENGINES: list[RetrievalEngine] = []
+_ENGINES: list[tuple[RetrievalEngine, str]] = []
 
 
 @pytest.fixture
@@ -43,17 +49,45 @@ async def stack(pool: ConnectionPool, make_settings) -> AsyncIterator[MemoryStac
         pool=pool, settings=settings, server=server
     ) as built:
         yield built
-        # Background word-statistics rebuilds finish before the pool closes.
-        while _ENGINES:
-            await _ENGINES.pop().aclose()
+        # Background work (word statistics, index loads) finishes before the pool closes.
+        engines = list(_ENGINES)
+        _ENGINES.clear()
+        for engine, _ in engines:
+            await engine.aclose()
+        # Each engine searched only on the path it was built for.
+        for engine, built_for in engines:
+            stats = engine.stats()
+            used, other = ("local_searches", "sql_searches")
+            if built_for == "sql":
+                used, other = other, used
+            assert stats[other] == 0 and (stats[used] > 0 or stats["searches"] == 0), built_for
 
 
-def engine_for(stack: MemoryStack, tuning: RetrievalTuning | None = None, **settings: Any):
+PATHS = ("sql", "in_process")
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def engine_for(
+    stack: MemoryStack,
+    tuning: RetrievalTuning | None = None,
+    *,
+    path: str = "sql",
+    **settings: Any,
+):
     merged = stack.settings.model_copy(update=settings) if settings else stack.settings
+    tuning = tuning or RetrievalTuning()
+    if path == "sql":
+        tuning = replace(tuning, local_index_max_rows=0)
+    else:
+        tuning = replace(tuning, local_index_cold="inline")
     engine = RetrievalEngine(
         pool=stack.pool, embedder=stack.embedder, settings=merged, tuning=tuning
     )
-    _ENGINES.append(engine)
+    _ENGINES.append((engine, path))
     return engine
 
 
@@ -69,7 +103,7 @@ def contents(results) -> list[str]:
 
 
 async def test_a_search_never_returns_another_users_memories_even_next_to_a_match(
-    stack: MemoryStack,
+    stack: MemoryStack, path: str
 ) -> None:
     me, other = uuid.uuid4(), uuid.uuid4()
     at = NOW - timedelta(days=3)
@@ -79,14 +113,14 @@ async def test_a_search_never_returns_another_users_memories_even_next_to_a_matc
         turn("my sister Maya plays the violin beautifully", at + timedelta(seconds=5)),
         turn("she practices every evening", at + timedelta(seconds=20)),
     ])
-    engine = engine_for(stack)
+    engine = engine_for(stack, path=path)
     results = await engine.search(me, None, "does Maya play the violin?", now=NOW)
     assert results and {r.memory.user_id for r in results} == {me}
     assert contents(results) == ["my sister Maya plays the violin"]
 
 
 async def test_a_companion_sees_its_own_and_the_shared_memories_but_never_another_companions(
-    stack: MemoryStack,
+    stack: MemoryStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [turn("shared: I love the harbor", NOW)])
@@ -94,7 +128,7 @@ async def test_a_companion_sees_its_own_and_the_shared_memories_but_never_anothe
     nova = await create_companion(stack.pool, user, "Nova")
     await stack.memory.import_episodes(user, veda, [turn("with Veda: the harbor at dawn", NOW)])
     await stack.memory.import_episodes(user, nova, [turn("with Nova: the harbor at night", NOW)])
-    engine = engine_for(stack)
+    engine = engine_for(stack, path=path)
 
     seen_by_veda = contents(await engine.search(user, veda, "the harbor", now=NOW))
     seen_shared_only = contents(await engine.search(user, None, "the harbor", now=NOW))
@@ -104,14 +138,14 @@ async def test_a_companion_sees_its_own_and_the_shared_memories_but_never_anothe
 
 
 async def test_the_companions_own_replies_are_not_returned_unless_asked_for(
-    stack: MemoryStack,
+    stack: MemoryStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
         turn("I think you would love pottery classes", NOW, speaker="assistant"),
         turn("I signed up for pottery classes", NOW + timedelta(seconds=30)),
     ])
-    engine = engine_for(stack)
+    engine = engine_for(stack, path=path)
     default = await engine.search(user, None, "pottery classes", now=NOW)
     everything = await engine.search(
         user, None, "pottery classes", now=NOW, include_assistant=True
@@ -120,25 +154,31 @@ async def test_the_companions_own_replies_are_not_returned_unless_asked_for(
     assert sorted(r.memory.speaker for r in everything) == ["assistant", "user"]
 
 
-async def test_superseded_explicit_memories_are_not_returned(stack: MemoryStack) -> None:
+async def test_superseded_explicit_memories_are_not_returned(
+    stack: MemoryStack, path: str
+) -> None:
     user = uuid.uuid4()
     await stack.pool.execute("insert into public.users (id) values ($1)", user)
     await stack.memory.remember(user, None, "PREFERENCE", "favorite color", "orange")
     await stack.memory.remember(user, None, "PREFERENCE", "favorite color", "silver")
-    results = await engine_for(stack).search(user, None, "favorite color", now=NOW)
+    engine = engine_for(stack, path=path)
+    results = await engine.search(user, None, "favorite color", now=NOW)
     assert contents(results) == ["favorite color: silver"]
 
 
 # --- what a result carries, and the relevance floor -----------------------------------------
 
 
-async def test_results_carry_their_scores_and_why_they_were_chosen(stack: MemoryStack) -> None:
+async def test_results_carry_their_scores_and_why_they_were_chosen(
+    stack: MemoryStack, path: str
+) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
         turn("we adopted a puppy named Pepper", NOW - timedelta(days=2)),
         turn("the weather was grey all week", NOW - timedelta(days=40)),
     ])
-    results = await engine_for(stack).search(user, None, "the puppy named Pepper", now=NOW)
+    engine = engine_for(stack, path=path)
+    results = await engine.search(user, None, "the puppy named Pepper", now=NOW)
     best = results[0]
     assert best.memory.content == "we adopted a puppy named Pepper"
     assert best.similarity > 0.4 and best.text_rank > 0.9 and 0.9 < best.recency <= 1.0
@@ -146,13 +186,15 @@ async def test_results_carry_their_scores_and_why_they_were_chosen(stack: Memory
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
 
 
-async def test_an_unrelated_query_returns_nothing_rather_than_noise(stack: MemoryStack) -> None:
+async def test_an_unrelated_query_returns_nothing_rather_than_noise(
+    stack: MemoryStack, path: str
+) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
         turn(" ".join(random.Random(i).sample(WORDS, 6)), NOW - timedelta(minutes=i * 45))
         for i in range(30)
     ])
-    engine = engine_for(stack)
+    engine = engine_for(stack, path=path)
     assert await engine.search(user, None, "quantum chromodynamics lecture notes", now=NOW) == []
     # The same engine does find something that is there.
     assert await engine.search(user, None, "violin and lantern", now=NOW) != []
@@ -162,25 +204,29 @@ async def test_an_unrelated_query_returns_nothing_rather_than_noise(stack: Memor
 
 
 async def test_last_week_prefers_what_happened_last_week_over_something_more_recent(
-    stack: MemoryStack,
+    stack: MemoryStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
         turn("we went hiking in the mountains", datetime(2026, 11, 12, 10, tzinfo=UTC)),
         turn("we went hiking by the lake", datetime(2026, 11, 20, 10, tzinfo=UTC)),
     ])
-    results = await engine_for(stack).search(user, None, "where did we hike last week?", now=NOW)
+    engine = engine_for(stack, path=path)
+    results = await engine.search(user, None, "where did we hike last week?", now=NOW)
     assert contents(results)[0] == "we went hiking in the mountains"
     assert "last week" in results[0].why
 
 
-async def test_in_may_prefers_may_and_the_month_is_not_a_keyword(stack: MemoryStack) -> None:
+async def test_in_may_prefers_may_and_the_month_is_not_a_keyword(
+    stack: MemoryStack, path: str
+) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
         turn("I baked sourdough bread", datetime(2026, 5, 10, 9, tzinfo=UTC)),
         turn("I baked banana bread", datetime(2026, 10, 2, 9, tzinfo=UTC)),
     ])
-    results = await engine_for(stack).search(user, None, "what did I bake in May?", now=NOW)
+    engine = engine_for(stack, path=path)
+    results = await engine.search(user, None, "what did I bake in May?", now=NOW)
     assert contents(results)[0] == "I baked sourdough bread"
     assert prepare("what did I bake in May?", now=NOW).words == ("bake",)
 
@@ -189,14 +235,14 @@ async def test_in_may_prefers_may_and_the_month_is_not_a_keyword(stack: MemorySt
 
 
 async def test_a_follow_up_question_uses_the_previous_turn_to_find_its_referent(
-    stack: MemoryStack,
+    stack: MemoryStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
         turn("my grandmother Rosa grows tomatoes in her garden", NOW - timedelta(days=30)),
         turn("the office printer jammed again", NOW - timedelta(days=2)),
     ])
-    engine = engine_for(stack)
+    engine = engine_for(stack, path=path)
     alone = await engine.search(user, None, "how is she doing?", now=NOW)
     in_context = await engine.search(
         user, None, "how is she doing?", now=NOW,
@@ -207,7 +253,7 @@ async def test_a_follow_up_question_uses_the_previous_turn_to_find_its_referent(
 
 
 async def test_the_turn_right_after_a_strong_match_comes_along_even_without_shared_words(
-    stack: MemoryStack,
+    stack: MemoryStack, path: str
 ) -> None:
     user = uuid.uuid4()
     at = NOW - timedelta(days=10)
@@ -217,7 +263,7 @@ async def test_the_turn_right_after_a_strong_match_comes_along_even_without_shar
         turn("a red bicycle with a basket!", at + timedelta(seconds=20), **session),
         turn("unrelated: the canvas and the marble", at + timedelta(days=3)),
     ])
-    results = await engine_for(stack).search(
+    results = await engine_for(stack, path=path).search(
         user, None, "what birthday present did dad give?", now=NOW
     )
     assert "a red bicycle with a basket!" in contents(results)
@@ -305,7 +351,9 @@ async def test_after_many_executions_the_cached_plan_never_filters_an_hnsw_scan(
     settings = make_settings(db_pool_min_size=1, db_pool_max_size=1, rag_min_similarity=-1.0)
     one_connection = await ConnectionPool.create(settings, dsn=db_dsn)
     try:
-        tuning = RetrievalTuning(exact_scan_max_rows=10 if plan is VectorPlan.ANN else 20_000)
+        tuning = RetrievalTuning(
+            exact_scan_max_rows=10 if plan is VectorPlan.ANN else 20_000, local_index_max_rows=0
+        )
         engine = RetrievalEngine(
             pool=one_connection, embedder=stack.embedder, settings=settings, tuning=tuning
         )
@@ -363,7 +411,7 @@ async def test_behind_a_transaction_pooler_the_ann_settings_stay_inside_the_tran
     try:
         engine = RetrievalEngine(
             pool=pooled, embedder=stack.embedder, settings=settings,
-            tuning=RetrievalTuning(exact_scan_max_rows=10),
+            tuning=RetrievalTuning(exact_scan_max_rows=10, local_index_max_rows=0),
         )
         marker = f"pooler-check-{uuid.uuid4()}"
         await pooled.execute(f"select '{marker}'")
@@ -382,14 +430,14 @@ async def test_behind_a_transaction_pooler_the_ann_settings_stay_inside_the_tran
 
 
 async def test_keyword_search_carries_on_when_the_embedding_server_fails(
-    stack: MemoryStack,
+    stack: MemoryStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
         turn("the dentist appointment is on Friday", NOW - timedelta(days=1)),
         turn("the garden needs watering", NOW - timedelta(days=1, hours=2)),
     ])
-    engine = engine_for(stack)
+    engine = engine_for(stack, path=path)
     stack.server.fail_next(5, status=500, path_prefix="/v1/embeddings")
     results = await engine.search(user, None, "when is the dentist appointment", now=NOW)
     assert contents(results) == ["the dentist appointment is on Friday"]
@@ -399,7 +447,7 @@ async def test_keyword_search_carries_on_when_the_embedding_server_fails(
 
 
 async def test_a_rare_word_outweighs_a_common_one_once_word_statistics_are_built(
-    stack: MemoryStack,
+    stack: MemoryStack, path: str
 ) -> None:
     user = uuid.uuid4()
     common = [turn(f"coffee with friends number {i}", NOW - timedelta(hours=i)) for i in range(40)]
@@ -408,7 +456,7 @@ async def test_a_rare_word_outweighs_a_common_one_once_word_statistics_are_built
         turn("the saxophone lesson", NOW - timedelta(days=5)),
         turn("coffee coffee after coffee", NOW - timedelta(days=6)),
     ])
-    engine = engine_for(stack, RetrievalTuning(mmr_lambda=1.0))
+    engine = engine_for(stack, RetrievalTuning(mmr_lambda=1.0), path=path)
     await engine.refresh_term_stats(user)
     counted = await stack.pool.fetchval(
         "select docs from public.memory_term_stats where user_id = $1 and lexeme = 'coffe'", user
@@ -433,3 +481,137 @@ async def test_word_statistics_are_rebuilt_in_the_background_after_the_first_sea
     assert await stack.pool.fetchval(
         "select docs from public.memory_term_corpus where user_id = $1", user
     ) == 2
+
+
+# --- the in-process index ---------------------------------------------------------------------
+
+
+async def test_the_in_process_index_sees_writes_supersessions_and_deletes_made_after_loading(
+    stack: MemoryStack,
+) -> None:
+    user = uuid.uuid4()
+    await stack.memory.import_episodes(user, None, [
+        turn("we planted tulips in the garden", NOW - timedelta(days=3)),
+        turn("the tulips are blooming in the garden", NOW - timedelta(days=1)),
+    ])
+    engine = engine_for(stack, path="in_process")
+    assert await engine.warm(user)
+    # Another worker process writes: a new turn, a fact saved then changed, a forgotten turn.
+    other = stack.another_service()
+    await other.import_episodes(user, None, [turn("a heron visited the garden pond", NOW)])
+    await other.remember(user, None, "PREFERENCE", "favorite flower", "tulip")
+    await other.remember(user, None, "PREFERENCE", "favorite flower", "orchid")
+    forgotten = next(
+        m for m in (await other.export(user))["episodic"] if m["content"].startswith("we planted")
+    )
+    assert await other.forget(user, None, memory_id=uuid.UUID(forgotten["id"])) == 1
+
+    garden = contents(await engine.search(user, None, "the garden", now=NOW))
+    flower = contents(await engine.search(user, None, "favorite flower", now=NOW))
+
+    assert "a heron visited the garden pond" in garden
+    assert "we planted tulips in the garden" not in garden
+    assert flower[0] == "favorite flower: orchid" and "favorite flower: tulip" not in flower
+    local = engine.stats()["local_index"]
+    assert local["loads"] == 1 and local["synced_rows"] >= 3 and local["synced_deletes"] == 1
+
+
+def _random_unit_vector(text: str, dimensions: int) -> list[float]:
+    # Continuous similarities: no two rows tie, so the two paths cannot break a tie apart.
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+    vector = np.random.default_rng(seed).normal(size=dimensions)
+    return (vector / np.linalg.norm(vector)).tolist()
+
+
+async def test_both_paths_return_the_same_memories_in_the_same_order(stack: MemoryStack) -> None:
+    stack.server.embed_fn = _random_unit_vector
+    target = uuid.uuid4()
+    await _crowd(stack, target, mine=150, others=10, each=40)
+    sql = engine_for(stack, rag_min_similarity=-1.0)
+    in_process = engine_for(stack, path="in_process", rag_min_similarity=-1.0)
+    await sql.refresh_term_stats(target)  # the SQL path's word statistics, as fresh as it gets
+    for q in range(15):
+        query = " ".join(random.Random(100 + q).sample(WORDS, 3))
+        expected = await sql.search(target, None, query, k=12, now=NOW)
+        found = await in_process.search(target, None, query, k=12, now=NOW)
+        assert [r.memory.id for r in found] == [r.memory.id for r in expected], query
+        assert [r.score for r in found] == pytest.approx([r.score for r in expected], abs=1e-5)
+
+
+async def test_a_user_past_the_in_process_limit_is_searched_in_sql(stack: MemoryStack) -> None:
+    user = uuid.uuid4()
+    await _crowd(stack, user, mine=60, others=0, each=0)
+    engine = RetrievalEngine(
+        pool=stack.pool, embedder=stack.embedder, settings=stack.settings,
+        tuning=RetrievalTuning(local_index_max_rows=50),
+    )
+    try:
+        assert not await engine.warm(user)
+        assert len(await engine.search(user, None, "violin lantern", k=5, now=NOW)) == 5
+        stats = engine.stats()
+        assert stats["sql_searches"] == 1 and stats["local_searches"] == 0
+        assert stats["local_index"]["too_large"] == 1 and stats["local_index"]["users"] == 0
+    finally:
+        await engine.aclose()
+
+
+async def test_indexes_past_the_row_budget_go_least_recently_used_first(
+    stack: MemoryStack,
+) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    for user in (first, second):
+        await _crowd(stack, user, mine=40, others=0, each=0)
+    engine = engine_for(stack, RetrievalTuning(local_index_budget_rows=60), path="in_process")
+    assert await engine.warm(first) and await engine.warm(second)
+    local = engine.stats()["local_index"]
+    assert local["users"] == 1 and local["rows"] == 40 and local["evicted"] == 1
+    # The evicted user is loaded again when searched.
+    assert await engine.search(first, None, "violin", k=3, now=NOW)
+    assert engine.stats()["local_index"]["loads"] == 3
+
+
+async def test_the_change_query_settles_on_a_generic_plan_that_reads_the_revision_index(
+    stack: MemoryStack, db_dsn: str, make_settings
+) -> None:
+    # One user holding most of the table (a laptop, a benchmark): the generic plan must still
+    # read the revision index rather than scan the table on every search.
+    target = uuid.uuid4()
+    await _crowd(stack, target, mine=80, others=1, each=20)
+    await stack.pool.execute(
+        "insert into public.memories "
+        "(user_id, kind, content, content_hash, occurred_at, embedding) "
+        "select $1, 'episodic', 'older turn ' || g, md5('older turn ' || g), "
+        "now() - g * interval '1 minute', array_fill(0.05, array[384])::vector "
+        "from generate_series(1, 8000) g",
+        target,
+    )
+    await stack.pool.execute("analyze public.memories")
+    settings = make_settings(db_pool_min_size=1, db_pool_max_size=1)
+    one_connection = await ConnectionPool.create(settings, dsn=db_dsn)
+    try:
+        engine = RetrievalEngine(
+            pool=one_connection, embedder=stack.embedder, settings=settings,
+            tuning=RetrievalTuning(local_index_cold="inline"),
+        )
+        for q in range(12):
+            await engine.search(target, None, f"violin lantern {WORDS[q]}", k=5, now=NOW)
+        await engine.aclose()
+        assert engine.stats()["local_searches"] == 12
+        async with one_connection.acquire() as conn:
+            cached = await conn.fetchrow(
+                "select name, generic_plans, custom_plans from pg_prepared_statements "
+                "where statement like 'select 0 as part%'"
+            )
+            # Postgres tries five custom plans, then keeps the generic one for good.
+            assert cached is not None and cached["custom_plans"] <= 5
+            assert cached["generic_plans"] >= 7
+            root = await _explain_cached(conn, cached["name"], [target, 0, ["violin"]])
+    finally:
+        await one_connection.aclose()
+    scans = [n for n in _nodes(root) if n.get("Relation Name") == "memories"]
+    # Read in revision order from the (user_id, rev) index, so it stops at the first rows past
+    # the horizon: never a scan of the table, nor of all the user's index entries.
+    assert scans and all(
+        n["Node Type"] == "Index Scan" and n.get("Index Name") == "memories_user_rev"
+        for n in scans
+    ), scans

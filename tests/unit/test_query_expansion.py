@@ -54,6 +54,26 @@ def test_a_turn_leaning_on_the_previous_one_is_embedded_with_it() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "leans"),
+    [
+        ("why?", True),
+        ("and Paris?", True),
+        ("how did it go?", True),
+        ("does she still work there?", True),
+        ("what is my dog called?", False),
+        ("when is my sister's wedding?", False),
+    ],
+)
+def test_only_elliptical_turns_borrow_the_previous_turn_for_the_embedding(
+    text: str, leans: bool
+) -> None:
+    query = prepare(text, recent_turns=["Welcome back! How was your week?"], now=NOW)
+    assert query.context_used is leans
+    # Its words still count, a little, either way.
+    assert "week" in query.words
+
+
+@pytest.mark.parametrize(
     ("text", "start", "end"),
     [
         ("what did I do yesterday", day(2026, 11, 20), day(2026, 11, 21)),
