@@ -30,8 +30,8 @@ from livekit.agents import (
     function_tool,
     get_job_context,
     llm,
+    tts,
 )
-from livekit.agents import tts
 from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import openai as lk_openai

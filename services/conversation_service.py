@@ -55,8 +55,7 @@ _FOLLOW_UP_RAISED_SQL = (
 # One round trip: the user, the latest session (for time-since and resume), the latest
 # summary (the latest session may have ended before anything was said), open follow-ups.
 _GREETING_SQL = """
-select u.display_name, u.preferred_name, u.interests, u.profile_summary, u.onboarding_state,
-       u.timezone,
+select u.display_name, u.preferred_name, u.interests, u.onboarding_state, u.timezone,
        last.id as last_id, last.started_at as last_started_at,
        last.last_activity_at as last_activity_at, last.ended_at as last_ended_at,
        summ.summary as last_summary, summ.started_at as last_summary_at,
@@ -107,7 +106,6 @@ class GreetingContext:
     display_name: str | None
     preferred_name: str | None
     interests: tuple[str, ...]
-    profile_summary: str | None
     onboarding_state: str
     timezone: str | None
     last_session_id: uuid.UUID | None
@@ -139,7 +137,6 @@ class GreetingContext:
             "display_name": self.display_name,
             "preferred_name": self.preferred_name,
             "interests": list(self.interests),
-            "profile_summary": self.profile_summary,
             "onboarding_state": self.onboarding_state,
             "timezone": self.timezone,
             "last_session_id": str(self.last_session_id) if self.last_session_id else None,
@@ -169,7 +166,6 @@ class GreetingContext:
             display_name=data.get("display_name"),
             preferred_name=data.get("preferred_name"),
             interests=tuple(data.get("interests") or ()),
-            profile_summary=data.get("profile_summary"),
             onboarding_state=data.get("onboarding_state", "new"),
             timezone=data.get("timezone"),
             last_session_id=uid(data.get("last_session_id")),
@@ -321,7 +317,6 @@ class ConversationService:
             display_name=row["display_name"],
             preferred_name=row["preferred_name"],
             interests=tuple(row["interests"] or ()),
-            profile_summary=row["profile_summary"],
             onboarding_state=row["onboarding_state"],
             timezone=row["timezone"],
             last_session_id=row["last_id"],

@@ -1,0 +1,83 @@
+"""What a companion session tells the model up front: its standing instructions, the answer to
+the turn that called it by name, and a resumed conversation's recent turns.
+
+Pure functions over the session's data; `CompanionSession` calls them with its own state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from livekit.agents import llm
+
+from core.dates import utc_now
+from core.prompts import render
+from services.companion_service import Companion
+from services.conversation_service import GreetingContext, Turn, describe_gap
+from services.profile_service import profile_line
+from services.user_service import UserProfile
+
+SWITCH_PROMPT = "companion_switch"
+CHARACTER_PHRASES = {
+    "friend": "a close friend",
+    "partner": "a loving partner",
+    "mentor": "a wise mentor",
+    "parent": "a caring parent figure",
+    "sibling": "a sibling",
+    "child": "a curious, cheerful child",
+}
+
+
+def companion_instructions(companion: Companion, profile: UserProfile, onboarding: str) -> str:
+    """The companion's standing instructions: persona, what it knows, onboarding."""
+    persona = companion.persona.strip()
+    character = CHARACTER_PHRASES.get(companion.character, f"the user's {companion.character}")
+    return render(
+        "companion",
+        companion=companion.name,
+        character_phrase=character,
+        persona=persona,
+        profile_line=profile_line(profile) or "Nothing yet: this may be your first talk.",
+        onboarding=onboarding,
+    )
+
+
+def switch_instructions(
+    companion: Companion, profile: UserProfile, greeting: GreetingContext, *, resumed: bool
+) -> str:
+    """The first reply's instructions when the person called this companion by name in another
+    companion's session: pick up from their shared history and answer the turn."""
+    if resumed:
+        history = "You were talking with them only moments ago: carry on from there."
+    elif greeting.session_count == 0:
+        history = "You have not talked with them before: this is your first conversation."
+    else:
+        since = greeting.last_activity_at or greeting.last_started_at
+        gap = describe_gap(utc_now() - since) if since else "a while"
+        history = f"It has been {gap} since you two last talked."
+        if greeting.last_summary:
+            history += f" Last time you talked about: {greeting.last_summary}"
+    follow_ups = "; ".join(
+        f.topic + (f" ({f.detail})" if f.detail else "") for f in greeting.follow_ups
+    )
+    name = profile.address_as
+    return render(
+        SWITCH_PROMPT,
+        companion=companion.name,
+        name_line=f"Their name is {name}." if name else "",
+        history_line=history,
+        follow_up_line=f"Later, if it fits naturally, ask about: {follow_ups}"
+        if follow_ups else "",
+    )
+
+
+def history_chat_ctx(history: Sequence[Turn], opening_turn: str | None) -> llm.ChatContext:
+    """A resumed session's recent turns, so the model continues the same conversation, and
+    the turn that called this companion by name, if one did."""
+    chat_ctx = llm.ChatContext.empty()
+    for turn in history:
+        if turn.role in ("user", "assistant"):
+            chat_ctx.add_message(role=turn.role, content=turn.text)
+    if opening_turn is not None:
+        chat_ctx.add_message(role="user", content=opening_turn)
+    return chat_ctx
