@@ -66,7 +66,9 @@ def _git_commit() -> str:
             text=True, check=True, timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+            # The results file itself changes with every --write: not a code change.
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":!bench/RESULTS.md"], cwd=PROJECT_ROOT,
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
