@@ -281,11 +281,10 @@ async def second_session(
                scope=scope)
     context = await services.conversations.greeting_context(uid, companion.id)
     data = context.to_json()
-    profile_summary = data.pop("profile_summary")
     display_name = data.pop("display_name")
     found.scan(dumps(data), scope.pair_allowed, where="greeting_context", scope=scope)
-    found.scan(f"{profile_summary} {display_name}", scope.pair_allowed,
-               where="greeting_profile", scope=scope)
+    found.scan(f"{display_name}", scope.pair_allowed, where="greeting_profile", scope=scope)
+    # The profile line carries this companion's own profile summary.
     found.scan(profile_line(session.profile), scope.pair_allowed, where="profile_line",
                scope=scope)
 
