@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.config import Settings
-from core.errors import CompanionError, InvalidInput
+from core.errors import CompanionError, InvalidInput, StorageUnavailable
 from core.latency import LatencyWindow
 from infrastructure.connection_pool import ConnectionPool
 from rag_system.batch import CandidateBatch
@@ -46,6 +46,8 @@ class RetrievalEngine:
     memories, an in-process index kept current from Postgres (one round trip per search, run
     while the query is embedded); for larger users, or before the index is loaded, one SQL
     statement. Call `warm` when a session starts so its first turn already has the index.
+    While Postgres cannot be reached, a loaded index is searched as it stands (counted in
+    `stale_local_searches`) rather than leaving the turn without memory.
 
     Args:
         pool: the shared database pool.
@@ -84,6 +86,7 @@ class RetrievalEngine:
             "keyword_only": 0,
             "embedding_failures": 0,
             "empty_results": 0,
+            "stale_local_searches": 0,
         }
 
     async def search(
@@ -162,7 +165,13 @@ class RetrievalEngine:
     ) -> tuple[list[ScoredMemory], float, bool] | None:
         """(results, seconds waited for the embedding, keyword only), or None when the index
         could not be brought up to date (the caller searches in SQL)."""
-        stems = await self._local.sync(index, prepared.words)
+        try:
+            stems = await self._local.sync(index, prepared.words)
+        except StorageUnavailable:
+            # Postgres is away (a restart, a failover): the copy held here is only as old as
+            # the last search, far better for this turn than no memory at all.
+            self._counters["stale_local_searches"] += 1
+            stems = self._local.known_stems(prepared.words)
         if stems is None:
             return None
         vector, waited = await self._embedding(embedding, query_embedding)

@@ -310,6 +310,10 @@ class LocalIndexes:
         self._sync_ms.add((time.perf_counter() - started) * 1000)
         return stems
 
+    def known_stems(self, words: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """The stems of `words` seen before (for a search while Postgres is away)."""
+        return {word: self._stems[word] for word in words if word in self._stems}
+
     def _remember_stems(self, word: str, lexemes: Sequence[str] | None) -> tuple[str, ...]:
         stems = tuple(lexemes or ())
         self._stems[word] = stems

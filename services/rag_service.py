@@ -181,14 +181,18 @@ class RAGService:
         search = asyncio.ensure_future(self._engine.search(
             user_id, companion_id, text, k=self._settings.rag_top_k, recent_turns=recent
         ))
+        awaited = False
         try:
             cached = await self._cache.get_json(key)
             if isinstance(cached, str):
                 self._counters["cache_hits"] += 1
                 return cached or None
+            awaited = True
             memories = await search
         finally:
-            if not search.done():
+            if not awaited:
+                # Not needed after all (a cached block, or the turn gave up): its outcome is
+                # still collected so an error is logged, not lost.
                 search.cancel()
                 search.add_done_callback(partial(log_failure, owner="memory search"))
         self._counters["with_memories" if memories else "without_memories"] += 1
