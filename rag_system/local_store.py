@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.latency import LatencyWindow
+from core.tasks import BackgroundTasks
 from infrastructure.connection_pool import ConnectionPool
 from rag_system.local_index import UserIndex
 from rag_system.pooled import run_released
@@ -134,10 +135,10 @@ class LocalIndexes:
         self.max_age_s = max_age_s
         self.tombstone_retention_s = tombstone_retention_s
         self._indexes: OrderedDict[uuid.UUID, UserIndex] = OrderedDict()
-        self._loading: dict[uuid.UUID, asyncio.Task[UserIndex | None]] = {}
+        self._loading: dict[uuid.UUID, asyncio.Future[UserIndex | None]] = {}
         self._too_large: dict[uuid.UUID, float] = {}
         self._stems: OrderedDict[str, tuple[str, ...]] = OrderedDict()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks("memory index")
         self._swept_at = time.monotonic()
         self._pruned_at = 0.0
         self._load_ms = LatencyWindow()
@@ -186,19 +187,17 @@ class LocalIndexes:
             return False
         return True
 
-    def loading(self, user_id: uuid.UUID) -> asyncio.Task[UserIndex | None] | None:
+    def loading(self, user_id: uuid.UUID) -> asyncio.Future[UserIndex | None] | None:
         return self._loading.get(user_id)
 
-    def start_load(self, user_id: uuid.UUID) -> asyncio.Task[UserIndex | None]:
+    def start_load(self, user_id: uuid.UUID) -> asyncio.Future[UserIndex | None]:
         running = self._loading.get(user_id)
         if running is not None:
             return running
-        task = asyncio.create_task(self._load(user_id))
+        task = self._tasks.spawn(self._load(user_id))
         self._loading[user_id] = task
-        self._tasks.add(task)
 
-        def done(t: asyncio.Task[UserIndex | None]) -> None:
-            self._tasks.discard(t)
+        def done(t: asyncio.Future[UserIndex | None]) -> None:
             if self._loading.get(user_id) is t:
                 del self._loading[user_id]
 
@@ -251,9 +250,7 @@ class LocalIndexes:
         self._evict(keep=user_id)
         if time.monotonic() - self._pruned_at > 3_600:
             self._pruned_at = time.monotonic()
-            task = asyncio.create_task(self._prune())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._prune())
         return index
 
     async def sync(
@@ -359,5 +356,4 @@ class LocalIndexes:
 
     async def aclose(self) -> None:
         """Wait for loads, releases and housekeeping in flight."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.drain()

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from core.tasks import BackgroundTasks
 from infrastructure.connection_pool import ConnectionPool
 
 T = TypeVar("T")
@@ -19,7 +20,7 @@ T = TypeVar("T")
 async def run_released(
     pool: ConnectionPool,
     work: Callable[[Any], Awaitable[T]],
-    tasks: set[asyncio.Task[Any]],
+    tasks: BackgroundTasks,
 ) -> T:
     """`await work(conn)` on a pooled connection; the release runs after this returns.
 
@@ -51,7 +52,5 @@ async def run_released(
             # StorageUnavailable; only the wait for a successful release is skipped.
             fail(exc)
 
-    task = asyncio.create_task(runner())
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+    tasks.spawn(runner())
     return await result

@@ -7,7 +7,6 @@ background), and counts which plans ran.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from core.tasks import BackgroundTasks
 from infrastructure.connection_pool import ConnectionPool
 from rag_system import term_stats
 from rag_system.batch import CandidateBatch
@@ -51,7 +51,7 @@ class SqlSearch:
             tuple[uuid.UUID, uuid.UUID | None, bool], tuple[int, int, float]
         ] = OrderedDict()
         self._terms_checked: OrderedDict[uuid.UUID, float] = OrderedDict()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks("keyword statistics")
         self.counters = {
             "exact_plans": 0,
             "ann_plans": 0,
@@ -212,9 +212,7 @@ class SqlSearch:
         self._terms_checked.move_to_end(user_id)
         while len(self._terms_checked) > 10_000:
             self._terms_checked.popitem(last=False)
-        task = asyncio.create_task(self._refresh_if_stale(user_id, scope_rows))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._refresh_if_stale(user_id, scope_rows))
 
     async def _refresh_if_stale(self, user_id: uuid.UUID, scope_rows: int) -> None:
         try:
@@ -253,5 +251,4 @@ class SqlSearch:
 
     async def aclose(self) -> None:
         """Wait for statistics rebuilds and connection releases in flight."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.drain()
