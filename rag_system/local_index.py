@@ -75,7 +75,7 @@ class UserIndex:
         "alive": bool, "has_vec": bool, "occ_us": np.int64, "occ": np.float64,
         "eday": np.int32, "companion": np.int32, "explicit": bool, "assistant": bool,
         "superseded": bool, "session": np.int32, "importance": np.float64,
-        "access": np.float64, "dl": np.int32, "rev": np.int64, "id_hi": np.uint64,
+        "access": np.float64, "dl": np.int32, "id_hi": np.uint64,
         "id_lo": np.uint64,
     }
     _LISTS = ("ids", "occurred_at", "event_date", "created_at", "superseded_at",
@@ -103,7 +103,7 @@ class UserIndex:
         self.df = np.zeros(0, dtype=np.int64)
         self._postings = _Postings()
         self.pos: dict[uuid.UUID, int] = {}
-        self.gone: dict[uuid.UUID, int] = {}
+        self.gone: set[uuid.UUID] = set()
         self.time_order = np.zeros(0, dtype=np.int64)
         self.occ_sorted = np.zeros(0, dtype=np.int64)
         self._memories: dict[int, Memory] = {}
@@ -151,7 +151,6 @@ class UserIndex:
         index.importance[:n] = column("importance")
         index.access[:n] = column("access_count")
         index.dl[:n] = [d or 0 for d in column("dl")]
-        index.rev[:n] = column("rev")
         for name in cls._LISTS:
             getattr(index, name)[:n] = column("id" if name == "ids" else name)
         index.pos = {memory_id: p for p, memory_id in enumerate(index.ids[:n])}
@@ -217,7 +216,6 @@ class UserIndex:
         self.importance[p] = row["importance"]
         self.access[p] = row["access_count"]
         self.dl[p] = row["dl"] or 0
-        self.rev[p] = row["rev"]
         for name in self._LISTS:
             getattr(self, name)[p] = row[name] if name != "ids" else row["id"]
         if with_vector:
@@ -285,8 +283,8 @@ class UserIndex:
             at = np.searchsorted(self.occ_sorted, self.occ_us[new], side="right")
             self.occ_sorted = np.insert(self.occ_sorted, at, self.occ_us[new])
             self.time_order = np.insert(self.time_order, at, new)
-        for memory_id, rev in tombstones:
-            self.gone[memory_id] = rev
+        for memory_id, _ in tombstones:
+            self.gone.add(memory_id)
             p = self.pos.get(memory_id)
             if p is not None:
                 self._retire(p)
