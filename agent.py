@@ -39,17 +39,13 @@ from livekit.plugins import silero
 
 from core.config import EmbeddingProvider, Settings, load_settings
 from core.errors import CompanionError, ConfigError, InvalidIdentity
-from services.companion_service import Companion
-from services.composition import (
-    CompanionSession,
-    Services,
-    SessionUser,
-    build_services,
-    open_session,
-)
-from services.onboarding_service import OnboardingData
-from services.profile_service import profile_line
-from services.user_service import resolve_identity
+from livekit_layer.companion_session import CompanionSession, SessionUser
+from livekit_layer.session_open import open_session, open_successor
+from services.composition import Services, build_services
+from services.memory.profile_service import profile_line
+from services.people.companion_service import Companion
+from services.people.onboarding_service import OnboardingData
+from services.people.user_service import resolve_identity
 from uplift_tts import build_tts
 
 logger = logging.getLogger("companion.agent")
@@ -155,7 +151,7 @@ class CompanionAgent(Agent):
         modality = await self._c.committed(message.id)
         text = message.text_content or ""
         try:
-            successor = await self._c.open_successor(to, text, modality=modality)
+            successor = await open_successor(self._c, to, text, modality=modality)
         except Exception as exc:
             logger.warning("companion switch failed (%s)", type(exc).__name__)
             self._c.log_message("user", text, modality=modality)

@@ -203,7 +203,7 @@ class Corpus:
     """Maps stored rows back to dia_ids; a text said twice is stored once and stands for both."""
 
     def __init__(self, conversations: Sequence[Conversation]) -> None:
-        from services.memory_service import content_hash
+        from core.memory_records import content_hash
 
         self._by_hash: dict[tuple[uuid.UUID, str], set[str]] = defaultdict(set)
         for conv in conversations:
@@ -211,13 +211,13 @@ class Corpus:
                 self._by_hash[(conv.user_id, content_hash(t.text))].add(t.dia_id)
 
     def ids_for(self, user_id: uuid.UUID, text: str) -> set[str]:
-        from services.memory_service import content_hash
+        from core.memory_records import content_hash
 
         return self._by_hash.get((user_id, content_hash(text)), set())
 
 
 async def ingest_companion(conversations, memory, engine, pool) -> dict[str, Any]:
-    from services.memory_service import Episode
+    from core.memory_records import Episode
 
     started = time.perf_counter()
     stored = 0
@@ -394,8 +394,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from infrastructure.database_batcher import DatabaseBatcher
     from infrastructure.embeddings import LocalEmbedder
     from infrastructure.redis_cache import RedisCache
-    from rag_system import RetrievalEngine
-    from services.memory_service import MemoryService
+    from rag_system.engine import RetrievalEngine
+    from services.memory.memory_service import MemoryService
 
     conversations = load_dataset(Path(args.data))
     questions = sum(len(c.questions) for c in conversations)

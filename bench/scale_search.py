@@ -176,7 +176,8 @@ async def measure(pool, engine, target: uuid.UUID, queries, label: str) -> dict[
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from core.config import Settings
     from infrastructure.connection_pool import ConnectionPool
-    from rag_system import RetrievalEngine, RetrievalTuning
+    from rag_system.engine import RetrievalEngine
+    from rag_system.tuning import RetrievalTuning
 
     synth = Synth()
     report: dict[str, Any] = {"command": " ".join(["python", *sys.argv]), "sizes": {}}

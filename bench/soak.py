@@ -54,18 +54,15 @@ from livekit.agents import llm  # noqa: E402
 
 from bench.common import machine_info, percentiles, write_section  # noqa: E402
 from core.config import Settings  # noqa: E402
+from core.memory_records import Episode  # noqa: E402
 from infrastructure.connection_pool import ConnectionPool  # noqa: E402
 from infrastructure.database_batcher import DatabaseBatcher  # noqa: E402
 from infrastructure.spool import Spool  # noqa: E402
-from services.companion_service import Companion  # noqa: E402
-from services.composition import (  # noqa: E402
-    CompanionSession,
-    Services,
-    build_services,
-    open_session,
-)
-from services.memory_service import Episode  # noqa: E402
-from services.onboarding_service import OnboardingData  # noqa: E402
+from livekit_layer.companion_session import CompanionSession  # noqa: E402
+from livekit_layer.session_open import open_session  # noqa: E402
+from services.composition import Services, build_services  # noqa: E402
+from services.people.companion_service import Companion  # noqa: E402
+from services.people.onboarding_service import OnboardingData  # noqa: E402
 from tests.support.markers import (  # noqa: E402
     Leak,
     Scope,

@@ -44,16 +44,12 @@ sys.path.insert(0, str(ROOT))
 from livekit.agents import Agent, AgentSession, llm, stt  # noqa: E402
 
 from agent import CompanionAgent  # noqa: E402
-
 from core.config import Settings  # noqa: E402
+from core.memory_records import Episode  # noqa: E402
 from infrastructure.embeddings import LocalEmbedder  # noqa: E402
-from services.composition import (  # noqa: E402
-    CompanionSession,
-    Services,
-    build_services,
-    open_session,
-)
-from services.memory_service import Episode  # noqa: E402
+from livekit_layer.companion_session import CompanionSession  # noqa: E402
+from livekit_layer.session_open import open_session  # noqa: E402
+from services.composition import Services, build_services  # noqa: E402
 from tests.support.openai_server import OpenAIStubServer  # noqa: E402
 from tests.support.scripted_llm import ScriptedLLM  # noqa: E402
 from tests.support.servers import PostgresProcess, RedisProcess  # noqa: E402

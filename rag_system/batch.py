@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
-from services.memory_service import Memory
+from core.memory_records import Memory
 
 
 def id_keys(ids: Sequence[uuid.UUID]) -> tuple[np.ndarray, np.ndarray]:

@@ -38,9 +38,9 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from core.memory_records import Memory
 from rag_system.batch import CandidateBatch, batch_from_records, matrix_from_sent
 from rag_system.query import PreparedQuery
-from services.memory_service import Memory
 
 _COLUMNS = (
     "m.id, m.user_id, m.companion_id, m.kind, m.speaker, m.category, m.key, m.value, "

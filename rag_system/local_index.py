@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from core.memory_records import Memory
 from rag_system.batch import id_keys, matrix_from_sent
-from services.memory_service import Memory
 
 NO_DAY = -(2**31)
 # OpenBLAS runs a larger matrix-vector product on all cores; on a shared 2-core machine its

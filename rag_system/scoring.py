@@ -27,9 +27,9 @@ from functools import partial
 
 import numpy as np
 
+from core.memory_records import Memory
 from rag_system.batch import CandidateBatch, empty_pairs, id_keys
 from rag_system.candidates import Candidate, vector_matrix
-from services.memory_service import Memory
 
 
 @dataclass(frozen=True)

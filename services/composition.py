@@ -1,57 +1,173 @@
-"""The composition root: builds the shared infrastructure and every service once per job, and
-opens one person's session with one companion on top of them.
+"""The job's shared resources and services, built once by `build_services`.
 
 Nothing else constructs services. `Services.aclose()` finishes background work, drains the
 batcher and closes in the reverse order of construction.
-
-A session screens each user message for prompt injection before it is answered, logged or
-remembered: a flagged one is refused, filed as an incident and kept from the LLM for good.
-
-A turn that opens by calling another of the person's companions by name ("Luna, ...") belongs
-to that companion: it is kept out of this session, which hands over to a new session of the
-called companion (`open_successor`, `hand_over`) and closes in the background.
-
-This module is the public face; the parts live in:
-    services/container.py          `Services` and `build_services`
-    services/session_open.py       `open_session`
-    services/companion_session.py  `CompanionSession` and `SessionUser`
-    services/session_screening.py  the session's injection screening state
-    services/session_prompts.py    instructions, the switch answer, resumed history
-    services/chat_context.py       reading and extending the LLM chat context
 """
 
 from __future__ import annotations
 
-from services.chat_context import MEMORY_ITEM_PREFIX
-from services.companion_session import (
-    APOLOGY_PROMPT,
-    MAX_HEARD_CHARS,
-    MAX_PENDING_COMMITS,
-    MAX_PREFETCHES,
-    MAX_UNLOGGED,
-    RECENT_TURNS,
-    CompanionSession,
-    SessionUser,
-)
-from services.container import Services, build_services
-from services.session_open import open_session
-from services.session_prompts import CHARACTER_PHRASES, SWITCH_PROMPT
-from services.session_screening import MAX_CACHED_VERDICTS
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = [
-    "APOLOGY_PROMPT",
-    "CHARACTER_PHRASES",
-    "MAX_CACHED_VERDICTS",
-    "MAX_HEARD_CHARS",
-    "MAX_PENDING_COMMITS",
-    "MAX_PREFETCHES",
-    "MAX_UNLOGGED",
-    "MEMORY_ITEM_PREFIX",
-    "RECENT_TURNS",
-    "SWITCH_PROMPT",
-    "CompanionSession",
-    "Services",
-    "SessionUser",
-    "build_services",
-    "open_session",
-]
+from core.config import Settings
+from infrastructure.connection_pool import ConnectionPool
+from infrastructure.database_batcher import DatabaseBatcher
+from infrastructure.embeddings import (
+    Embedder,
+    LocalEmbedder,
+    build_embedder,
+    check_dimension,
+)
+from infrastructure.redis_cache import RedisCache
+from rag_system.engine import RetrievalEngine
+from services.memory.consolidation_service import ConsolidationService
+from services.memory.memory_service import MemoryService
+from services.memory.profile_service import ProfileService
+from services.memory.rag_service import RAGService
+from services.people.companion_service import CompanionService
+from services.people.conversation_service import ConversationService
+from services.people.onboarding_service import OnboardingService
+from services.people.user_service import UserService
+from services.persona.personality_service import PersonalityService
+from services.persona.proactive_service import ProactiveService
+from services.safety.rate_limiter import RateLimiter
+from services.safety.security_service import SecurityService
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Every shared resource and service of one job, built by `build_services`."""
+
+    settings: Settings
+    pool: ConnectionPool
+    cache: RedisCache
+    embedder: Embedder
+    batcher: DatabaseBatcher
+    users: UserService
+    companions: CompanionService
+    memory: MemoryService
+    retrieval: RetrievalEngine
+    rag: RAGService
+    personality: PersonalityService
+    proactive: ProactiveService
+    conversations: ConversationService
+    onboarding: OnboardingService
+    profiles: ProfileService
+    consolidation: ConsolidationService
+    security: SecurityService
+    limits: RateLimiter
+    owns_embedder: bool = True
+    closed: bool = False
+    background: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
+
+    def spawn(self, work: Coroutine[Any, Any, Any], *, what: str) -> None:
+        """Run `work` in the background; `aclose` waits for it before closing anything."""
+        if self.closed:
+            work.close()
+            logger.warning("services are closed; skipped %s", what)
+            return
+        task = asyncio.ensure_future(_quietly(work, what))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def aclose(self) -> None:
+        """Finish background work, drain the batcher, then close in reverse order."""
+        if self.closed:
+            return
+        self.closed = True
+        started = time.perf_counter()
+        # Sessions closing in the background still write through every service below.
+        while self.background:
+            await asyncio.gather(*list(self.background), return_exceptions=True)
+        # Services first: their background tasks still write through the batcher and pool.
+        for name, closer in (
+            ("conversations", self.conversations.aclose),
+            ("profiles", self.profiles.aclose),
+            ("consolidation", self.consolidation.aclose),
+            ("rag", self.rag.aclose),
+            ("memory", self.memory.aclose),
+            ("batcher", self.batcher.aclose),
+            ("embedder", self.embedder.aclose if self.owns_embedder else None),
+            ("cache", self.cache.aclose),
+            ("pool", self.pool.aclose),
+        ):
+            if closer is None:
+                continue
+            logger.debug("closing %s", name)
+            try:
+                await closer()
+            except Exception as exc:
+                # Keep closing the rest: a failed drain must not leave the pool open.
+                logger.warning("closing %s failed (%s)", name, type(exc).__name__)
+        logger.info("services closed (ms=%.0f)", (time.perf_counter() - started) * 1000)
+
+
+async def _quietly(work: Coroutine[Any, Any, Any], what: str) -> None:
+    try:
+        await work
+    except Exception as exc:
+        logger.warning("%s failed (%s)", what, type(exc).__name__)
+
+
+async def build_services(
+    settings: Settings, *, local_embedder: LocalEmbedder | None = None
+) -> Services:
+    """Open the pool, cache, embedder and batcher, and build every service on them.
+
+    Args:
+        settings: parsed settings.
+        local_embedder: the model prewarm loaded (EMBEDDING_PROVIDER=local); owned by the
+            caller, so it is not closed with the services.
+    """
+    opened: list[Any] = []
+    try:
+        pool = await ConnectionPool.create(settings)
+        opened.append(pool)
+        cache = await RedisCache.create(settings)
+        opened.append(cache)
+        embedder = build_embedder(settings, pool, local=local_embedder)
+        if embedder is not local_embedder:
+            opened.append(embedder)
+        await check_dimension(pool, embedder)
+        batcher = DatabaseBatcher(pool=pool, settings=settings)
+        await batcher.start()
+        opened.append(batcher)
+    except BaseException:
+        for resource in reversed(opened):
+            try:
+                await resource.aclose()
+            except Exception as exc:
+                logger.warning("cleanup after a failed start failed (%s)", type(exc).__name__)
+        raise
+
+    users = UserService(pool=pool, cache=cache, settings=settings)
+    companions = CompanionService(pool=pool, cache=cache, settings=settings)
+    memory = MemoryService(
+        pool=pool, cache=cache, batcher=batcher, embedder=embedder, settings=settings
+    )
+    retrieval = RetrievalEngine(pool=pool, embedder=embedder, settings=settings)
+    rag = RAGService(engine=retrieval, memory=memory, cache=cache, settings=settings)
+    personality = PersonalityService(pool=pool, cache=cache, batcher=batcher, settings=settings)
+    proactive = ProactiveService(pool=pool, personality=personality, settings=settings)
+    conversations = ConversationService(
+        pool=pool, cache=cache, batcher=batcher, settings=settings
+    )
+    onboarding = OnboardingService(users=users, companions=companions)
+    profiles = ProfileService(pool=pool, users=users, memory=memory, settings=settings)
+    consolidation = ConsolidationService(pool=pool, memory=memory, settings=settings)
+    security = SecurityService(batcher=batcher, settings=settings)
+    limits = RateLimiter(cache=cache, settings=settings, pool=pool)
+    await consolidation.start()
+    return Services(
+        settings=settings, pool=pool, cache=cache, embedder=embedder, batcher=batcher,
+        users=users, companions=companions, memory=memory, retrieval=retrieval, rag=rag,
+        personality=personality, proactive=proactive, conversations=conversations,
+        onboarding=onboarding, profiles=profiles, consolidation=consolidation,
+        security=security, limits=limits, owns_embedder=embedder is not local_embedder,
+    )

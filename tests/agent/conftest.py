@@ -16,8 +16,10 @@ from livekit.agents.stt import SpeechData, SpeechEvent, SpeechEventType
 
 from agent import CompanionAgent
 from core.config import Settings
-from services.composition import CompanionSession, Services, build_services, open_session
-from services.onboarding_service import OnboardingData
+from livekit_layer.companion_session import CompanionSession
+from livekit_layer.session_open import open_session
+from services.composition import Services, build_services
+from services.people.onboarding_service import OnboardingData
 from tests.support.openai_server import OpenAIStubServer, echo_last_user_message
 
 SUMMARY_MARK = "notes a caring friend keeps"

@@ -14,8 +14,9 @@ from typing import Any
 from livekit.agents import AgentSession
 
 from agent import connect_options
-from services.composition import Services, open_session
-from services.onboarding_service import OnboardingData
+from livekit_layer.session_open import open_session
+from services.composition import Services
+from services.people.onboarding_service import OnboardingData
 from tests.agent.conftest import Conversation, NoAudioSTT, SpokenCompanion
 
 

@@ -16,9 +16,16 @@ import pytest
 from livekit.agents.utils import is_given
 
 from agent import CompanionAgent
-from services.companion_service import Companion
-from services.composition import CompanionSession, Services, open_session
-from tests.agent.conftest import SpokenCompanion, end_conversation, settle, start_conversation
+from livekit_layer.companion_session import CompanionSession
+from livekit_layer.session_open import open_session
+from services.composition import Services
+from services.people.companion_service import Companion
+from tests.agent.conftest import (
+    SpokenCompanion,
+    end_conversation,
+    settle,
+    start_conversation,
+)
 from tests.agent.live import start_live
 from tests.support.scripted_llm import ScriptedLLM, all_text
 

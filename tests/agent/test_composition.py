@@ -8,7 +8,8 @@ import asyncpg
 import pytest
 
 from core.errors import EmbeddingDimensionMismatch
-from services.composition import build_services, open_session
+from livekit_layer.session_open import open_session
+from services.composition import build_services
 
 pytestmark = pytest.mark.integration
 

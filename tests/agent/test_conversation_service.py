@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.conversation_service import ConversationService, describe_gap
+from services.people.conversation_service import ConversationService, describe_gap
 from tests.agent.conftest import SUMMARY_MARK, system_prompt
 
 pytestmark = pytest.mark.integration

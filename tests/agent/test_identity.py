@@ -11,9 +11,10 @@ from livekit.agents import AgentSession
 from agent import CompanionAgent
 from core.config import DEFAULT_DEV_USER_ID
 from core.errors import InvalidIdentity
-from services.composition import SessionUser, open_session
-from services.onboarding_service import OnboardingData
-from services.user_service import resolve_identity
+from livekit_layer.companion_session import SessionUser
+from livekit_layer.session_open import open_session
+from services.people.onboarding_service import OnboardingData
+from services.people.user_service import resolve_identity
 from tests.support.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.agent

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from services.composition import open_session
-from services.onboarding_service import OnboardingData
+from livekit_layer.session_open import open_session
+from services.people.onboarding_service import OnboardingData
 from tests.agent.conftest import end_conversation, start_conversation
 from tests.support.scripted_llm import ScriptedLLM, system_texts
 

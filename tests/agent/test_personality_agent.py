@@ -18,7 +18,7 @@ import pytest
 
 from core.config import Settings
 from services.composition import Services, build_services
-from services.onboarding_service import OnboardingData
+from services.people.onboarding_service import OnboardingData
 from tests.agent.conftest import (
     PROFILE_MARK,
     SUMMARY_MARK,

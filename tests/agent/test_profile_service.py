@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from core.errors import InvalidIdentity, InvalidInput
-from services.profile_service import profile_line
-from services.user_service import MAX_PROFILE_SUMMARY_CHARS
+from services.memory.profile_service import profile_line
+from services.people.user_service import MAX_PROFILE_SUMMARY_CHARS
 from tests.agent.conftest import PROFILE_MARK, system_prompt
 
 pytestmark = pytest.mark.integration
@@ -150,7 +150,7 @@ async def test_the_summary_cannot_be_written_per_user_or_for_someone_elses_compa
 def test_the_profile_line_is_compact_and_says_how_to_address_them() -> None:
     from datetime import UTC, datetime
 
-    from services.user_service import UserProfile
+    from services.people.user_service import UserProfile
 
     profile = UserProfile(
         id=uuid.uuid4(), display_name="Margaret", preferred_name="Maggie", timezone=None,

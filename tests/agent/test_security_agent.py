@@ -21,7 +21,7 @@ from livekit.plugins import openai as lk_openai
 from agent import build_llm
 from core.config import Settings
 from services.composition import Services, build_services
-from services.security_service import InjectionCategory, refusal_text
+from services.safety.security_service import InjectionCategory, refusal_text
 from tests.agent.conftest import (
     SpokenCompanion,
     chat_requests,

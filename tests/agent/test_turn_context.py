@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from services.composition import MEMORY_ITEM_PREFIX
+from livekit_layer.chat_context import MEMORY_ITEM_PREFIX
 from tests.agent.conftest import end_conversation, settle, start_conversation
 from tests.support.scripted_llm import ScriptedLLM
 

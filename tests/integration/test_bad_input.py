@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from core.dates import find_dates
 from core.errors import InvalidIdentity, InvalidInput
+from core.memory_records import Episode, explicit_content, normalize_key
 from core.validators import (
     MAX_MEMORY_KEY_CHARS,
     MAX_MEMORY_VALUE_CHARS,
@@ -26,9 +27,14 @@ from core.validators import (
     clean_text,
 )
 from infrastructure.connection_pool import ConnectionPool
-from rag_system import RetrievalEngine, ScoredMemory
-from services.memory_service import Episode, explicit_content, normalize_key
-from tests.support.memory_stack import MemoryStack, create_companion, create_user, memory_stack
+from rag_system.engine import RetrievalEngine
+from rag_system.scoring import ScoredMemory
+from tests.support.memory_stack import (
+    MemoryStack,
+    create_companion,
+    create_user,
+    memory_stack,
+)
 from tests.support.openai_server import OpenAIStubServer
 from tests.support.servers import RedisProcess
 

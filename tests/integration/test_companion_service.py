@@ -7,10 +7,10 @@ import uuid
 import pytest
 
 from core.errors import InvalidIdentity, InvalidInput
-from core.pad import BigFive
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.redis_cache import RedisCache
-from services.companion_service import CompanionService, requested_companion
+from services.people.companion_service import CompanionService, requested_companion
+from services.persona.pad import BigFive
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,13 @@ import pytest
 
 from core.errors import LLMUnavailable
 from infrastructure.connection_pool import ConnectionPool
-from services.consolidation_service import ConsolidationService
-from tests.support.memory_stack import MemoryStack, create_companion, create_user, memory_stack
+from services.memory.consolidation_service import ConsolidationService
+from tests.support.memory_stack import (
+    MemoryStack,
+    create_companion,
+    create_user,
+    memory_stack,
+)
 from tests.support.openai_server import OpenAIStubServer
 from tests.support.servers import RedisProcess
 

@@ -21,7 +21,9 @@ from openai import AsyncOpenAI
 from core.config import Settings
 from core.errors import EmbeddingError
 from infrastructure.embeddings import OpenAIEmbedder
-from services.composition import CompanionSession, Services, build_services, open_session
+from livekit_layer.companion_session import CompanionSession
+from livekit_layer.session_open import open_session
+from services.composition import Services, build_services
 from tests.support.markers import marker_brain
 from tests.support.openai_server import OpenAIStubServer
 from tests.support.servers import PostgresProcess, RedisProcess

@@ -12,7 +12,11 @@ import pytest
 from core.config import Settings
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
-from services.security_service import EXCERPT_CHARS, InjectionCategory, SecurityService
+from services.safety.security_service import (
+    EXCERPT_CHARS,
+    InjectionCategory,
+    SecurityService,
+)
 
 pytestmark = pytest.mark.integration
 

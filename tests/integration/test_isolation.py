@@ -30,11 +30,12 @@ import pytest
 from livekit.agents import llm
 
 from core.config import Settings
-from services.companion_service import Companion
-from services.composition import Services, build_services, open_session
-from services.memory_service import Episode
-from services.onboarding_service import OnboardingData
-from services.profile_service import profile_line
+from core.memory_records import Episode
+from livekit_layer.session_open import open_session
+from services.composition import Services, build_services
+from services.memory.profile_service import profile_line
+from services.people.companion_service import Companion
+from services.people.onboarding_service import OnboardingData
 from tests.support.markers import (
     Leak,
     Scope,

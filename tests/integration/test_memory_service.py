@@ -11,9 +11,14 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from core.errors import InvalidIdentity, InvalidInput
+from core.memory_records import Episode
 from infrastructure.connection_pool import ConnectionPool
-from services.memory_service import Episode
-from tests.support.memory_stack import MemoryStack, create_companion, create_user, memory_stack
+from tests.support.memory_stack import (
+    MemoryStack,
+    create_companion,
+    create_user,
+    memory_stack,
+)
 from tests.support.openai_server import OpenAIStubServer
 from tests.support.servers import RedisProcess
 

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.pad import PAD, BigFive, temperament
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.redis_cache import RedisCache
-from services.companion_service import Companion, CompanionService
-from services.personality_service import PersonalityService
+from services.people.companion_service import Companion, CompanionService
+from services.persona.pad import PAD, BigFive, temperament
+from services.persona.personality_service import PersonalityService
 from tests.support.openai_server import OpenAIStubServer
 
 pytestmark = pytest.mark.integration

@@ -8,13 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from core.errors import InvalidInput
-from core.pad import BigFive
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.redis_cache import RedisCache
-from services.companion_service import Companion, CompanionService
-from services.personality_service import PersonalityService
-from services.proactive_service import ProactiveService
+from services.people.companion_service import Companion, CompanionService
+from services.persona.pad import BigFive
+from services.persona.personality_service import PersonalityService
+from services.persona.proactive_service import ProactiveService
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.config import Settings
+from core.memory_records import Episode
 from infrastructure.connection_pool import ConnectionPool
-from rag_system import RetrievalEngine
-from services.memory_service import Episode
-from services.rag_service import RAGService, when_label
+from rag_system.engine import RetrievalEngine
+from services.memory.rag_service import RAGService, when_label
 from tests.support.memory_stack import MemoryStack, create_companion, memory_stack
 from tests.support.openai_server import OpenAIStubServer
 

@@ -11,7 +11,7 @@ from core.config import Settings
 from core.errors import LimitExceeded
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.redis_cache import RedisCache
-from services.rate_limiter import QuotaExceeded, RateLimiter, RateLimitExceeded
+from services.safety.rate_limiter import QuotaExceeded, RateLimiter, RateLimitExceeded
 from tests.support.servers import RedisProcess
 
 pytestmark = pytest.mark.integration

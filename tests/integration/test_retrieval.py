@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from core.memory_records import Episode
 from infrastructure.connection_pool import ConnectionPool
-from rag_system import RetrievalEngine, RetrievalTuning, prepare
 from rag_system.candidates import SqlParams, VectorPlan, build_sql
-from services.memory_service import Episode
+from rag_system.engine import RetrievalEngine
+from rag_system.query import prepare
+from rag_system.tuning import RetrievalTuning
 from tests.support.memory_stack import MemoryStack, create_companion, memory_stack
 from tests.support.openai_server import OpenAIStubServer
 

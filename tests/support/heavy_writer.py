@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Settings
-from services.composition import build_services, open_session
+from livekit_layer.session_open import open_session
+from services.composition import build_services
 from tests.support.markers import marker_brain
 from tests.support.openai_server import OpenAIStubServer
 

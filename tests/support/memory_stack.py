@@ -20,7 +20,7 @@ from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.embeddings import OpenAIEmbedder
 from infrastructure.redis_cache import RedisCache
-from services.memory_service import MemoryService
+from services.memory.memory_service import MemoryService
 from tests.support.openai_server import OpenAIStubServer
 
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.importance import estimate_importance
+from services.memory.importance import estimate_importance
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import InvalidInput
-from core.pad import (
+from services.persona import mood as moodlib
+from services.persona.mood import NEEDS, Needs
+from services.persona.pad import (
     EMOTIONS,
     PAD,
     BigFive,
@@ -20,8 +22,6 @@ from core.pad import (
     sensitivity,
     temperament,
 )
-from services import mood as moodlib
-from services.mood import NEEDS, Needs
 
 pytestmark = pytest.mark.unit
 

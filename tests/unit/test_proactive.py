@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.pad import PAD
-from services.mood import Needs
-from services.personality_service import MoodState, PersonalitySnapshot
-from services.proactive_service import (
+from services.persona.mood import Needs
+from services.persona.pad import PAD
+from services.persona.personality_service import MoodState, PersonalitySnapshot
+from services.persona.proactive_service import (
     FollowUp,
     Nudge,
     NudgeLedger,

@@ -8,9 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.injection_detector import InjectionDetector, InjectionVerdict
-from services.injection_patterns import MAX_INSPECT_CHARS, InjectionCategory, normalize
-from services.security_service import refusal_text
+from services.safety.injection_detector import InjectionDetector, InjectionVerdict
+from services.safety.injection_patterns import (
+    MAX_INSPECT_CHARS,
+    InjectionCategory,
+    normalize,
+)
+from services.safety.security_service import refusal_text
 
 pytestmark = pytest.mark.unit
 

@@ -12,11 +12,7 @@ Everything callers import from here stays importable from here.
 
 from __future__ import annotations
 
-from services.episodic_log import EpisodicLog
-from services.explicit_memories import ExplicitMemories
-from services.memory_admin import MemoryAdmin
-from services.memory_core import EPISODE_OP
-from services.memory_records import (
+from core.memory_records import (
     MEMORY_COLUMNS,
     SPEAKERS,
     Episode,
@@ -26,6 +22,10 @@ from services.memory_records import (
     normalize_key,
     normalize_text,
 )
+from services.memory.episodic_log import EpisodicLog
+from services.memory.explicit_memories import ExplicitMemories
+from services.memory.memory_admin import MemoryAdmin
+from services.memory.memory_core import EPISODE_OP
 
 __all__ = [
     "EPISODE_OP",

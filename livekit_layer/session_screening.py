@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from livekit.agents import llm
 
-from services.chat_context import turn_key
-from services.security_service import InjectionVerdict, SecurityService
+from livekit_layer.chat_context import turn_key
+from services.safety.security_service import InjectionVerdict, SecurityService
 
 MAX_CACHED_VERDICTS = 64
 

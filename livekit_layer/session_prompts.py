@@ -12,10 +12,10 @@ from livekit.agents import llm
 
 from core.dates import utc_now
 from core.prompts import render
-from services.companion_service import Companion
-from services.conversation_service import GreetingContext, Turn, describe_gap
-from services.profile_service import profile_line
-from services.user_service import UserProfile
+from services.memory.profile_service import profile_line
+from services.people.companion_service import Companion
+from services.people.conversation_service import GreetingContext, Turn, describe_gap
+from services.people.user_service import UserProfile
 
 SWITCH_PROMPT = "companion_switch"
 CHARACTER_PHRASES = {

@@ -10,10 +10,10 @@ import uuid
 from dataclasses import replace
 
 from core.errors import InvalidIdentity
-from services.companion_service import Companion
-from services.companion_session import CompanionSession
-from services.container import Services
-from services.onboarding_service import OnboardingData
+from livekit_layer.companion_session import CompanionSession
+from services.composition import Services
+from services.people.companion_service import Companion
+from services.people.onboarding_service import OnboardingData
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +90,17 @@ async def _companion_for(
         # The app asked for a companion this user does not have: talk with the default one.
         logger.warning("requested companion not found; using the default companion")
         return await services.companions.resolve(user_id)
+
+
+async def open_successor(
+    current: CompanionSession, companion: Companion, text: str, *, modality: str
+) -> CompanionSession:
+    """A session with `companion`, for the turn `text` that called it by name in `current`:
+    its own conversation (the turn is logged there), memories, mood and greeting context."""
+    successor = await open_session(
+        current.services, user_id=current.guard.user_id, room=current.conversation.room,
+        companion=companion,
+    )
+    successor.opening_turn, successor.opening_modality = text, modality
+    successor.log_message("user", text, modality=modality)
+    return successor

@@ -20,10 +20,10 @@ import asyncpg
 
 from core.config import Settings
 from core.errors import InvalidIdentity, InvalidInput
-from core.pad import TRAIT_NAMES, BigFive
 from core.validators import clean_text
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.redis_cache import Cache
+from services.persona.pad import TRAIT_NAMES, BigFive
 
 logger = logging.getLogger(__name__)
 

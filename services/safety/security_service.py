@@ -20,13 +20,13 @@ from core.config import Settings
 from core.dates import utc_now
 from core.prompts import render
 from core.validators import clean_text
-from services.injection_detector import (
+from services.safety.injection_detector import (
     DEFAULT_THRESHOLD,
     MATCHED_CHARS,
     InjectionDetector,
     InjectionVerdict,
 )
-from services.injection_patterns import InjectionCategory
+from services.safety.injection_patterns import InjectionCategory
 
 if TYPE_CHECKING:
     from infrastructure.database_batcher import DatabaseBatcher

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.injection_patterns import (
+from services.safety.injection_patterns import (
     PATTERNS,
     VOCABULARY,
     InjectionCategory,

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from services.proactive_decisions import Nudge, NudgeLedger
+from services.persona.proactive_decisions import Nudge, NudgeLedger
 
 logger = logging.getLogger(__name__)
 

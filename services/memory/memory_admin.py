@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from core.errors import InvalidInput
-from services.memory_core import MemoryCore
-from services.memory_records import MEMORY_COLUMNS, Memory, normalize_key
+from core.memory_records import MEMORY_COLUMNS, Memory, normalize_key
+from services.memory.memory_core import MemoryCore
 
 
 class MemoryAdmin(MemoryCore):

@@ -1,7 +1,7 @@
 """What every part of the memory service shares: collaborators, counters, cache, embedding.
 
 `MemoryCore` holds the state; the explicit-memory, episodic-log and admin parts build on it and
-`services.memory_service.MemoryService` puts them together.
+`services.memory.memory_service.MemoryService` puts them together.
 """
 
 from __future__ import annotations

@@ -24,7 +24,14 @@ from core.config import Settings
 from core.dates import utc_now
 from core.errors import CompanionError
 from core.latency import LatencyWindow
-from core.pad import (
+from core.validators import MAX_UTTERANCE_CHARS, clean_text
+from infrastructure.connection_pool import ConnectionPool
+from infrastructure.database_batcher import DatabaseBatcher
+from infrastructure.redis_cache import Cache
+from services.people.companion_service import Companion
+from services.persona import mood as moodlib
+from services.persona.mood import NEEDS, QUIRK_ACTIVE_STRENGTH, Needs, QuirkPattern
+from services.persona.pad import (
     PAD,
     apply_impulse,
     decay_toward,
@@ -33,13 +40,6 @@ from core.pad import (
     sensitivity,
     temperament,
 )
-from core.validators import MAX_UTTERANCE_CHARS, clean_text
-from infrastructure.connection_pool import ConnectionPool
-from infrastructure.database_batcher import DatabaseBatcher
-from infrastructure.redis_cache import Cache
-from services import mood as moodlib
-from services.companion_service import Companion
-from services.mood import NEEDS, QUIRK_ACTIVE_STRENGTH, Needs, QuirkPattern
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class MoodState:
     Attributes:
         mood: the current PAD point.
         baseline: where the mood rests when nothing happens (drifts slowly between sessions).
-        emotion: the label of `mood` (see core.pad.emotion_label).
+        emotion: the label of `mood` (see services.persona.pad.emotion_label).
         updated_at: when this state was computed; None for a never-stored initial state.
     """
 

@@ -25,7 +25,7 @@ from core.validators import MAX_UTTERANCE_CHARS, clean_text
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.redis_cache import Cache
-from services.proactive_service import due_from_day
+from services.persona.proactive_service import due_from_day
 
 logger = logging.getLogger(__name__)
 

@@ -17,15 +17,7 @@ import numpy as np
 
 from core.dates import absolutize, timezone_named
 from core.errors import InvalidIdentity, InvalidInput
-from core.validators import (
-    MAX_MEMORY_KEY_CHARS,
-    MAX_MEMORY_VALUE_CHARS,
-    clean_category,
-    clean_text,
-)
-from services.importance import estimate_importance
-from services.memory_core import MemoryCore
-from services.memory_records import (
+from core.memory_records import (
     MEMORY_COLUMNS,
     Memory,
     content_hash,
@@ -33,6 +25,14 @@ from services.memory_records import (
     normalize_key,
     normalize_text,
 )
+from core.validators import (
+    MAX_MEMORY_KEY_CHARS,
+    MAX_MEMORY_VALUE_CHARS,
+    clean_category,
+    clean_text,
+)
+from services.memory.importance import estimate_importance
+from services.memory.memory_core import MemoryCore
 
 _CURRENT_CACHE_LIMIT = 500
 _RECURRING = re.compile(r"birthday|anniversary|born", re.IGNORECASE)

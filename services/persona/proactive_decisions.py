@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.personality_service import PersonalitySnapshot
+from services.persona.personality_service import PersonalitySnapshot
 
 FOLLOW_UP_COLUMNS = (
     "id, user_id, companion_id, session_id, topic, detail, due_at, status, raised_at, created_at"

@@ -14,10 +14,15 @@ from typing import TYPE_CHECKING, Any
 from core.errors import InvalidInput
 from core.prompts import render
 from core.validators import clean_text
-from services.user_service import MAX_NAME_CHARS, UserProfile, UserService, clean_interests
+from services.people.user_service import (
+    MAX_NAME_CHARS,
+    UserProfile,
+    UserService,
+    clean_interests,
+)
 
 if TYPE_CHECKING:
-    from services.companion_service import Companion, CompanionService
+    from services.people.companion_service import Companion, CompanionService
 
 logger = logging.getLogger(__name__)
 

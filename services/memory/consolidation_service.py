@@ -30,16 +30,11 @@ import numpy as np
 from core.config import Settings
 from core.dates import utc_now
 from core.errors import CompanionError, InvalidInput, LLMUnavailable
+from core.memory_records import MEMORY_COLUMNS, Memory, normalize_key, normalize_text
 from core.prompts import render
 from core.tasks import BackgroundTasks
 from infrastructure.connection_pool import ConnectionPool
-from services.memory_service import (
-    MEMORY_COLUMNS,
-    Memory,
-    MemoryService,
-    normalize_key,
-    normalize_text,
-)
+from services.memory.memory_service import MemoryService
 
 logger = logging.getLogger(__name__)
 

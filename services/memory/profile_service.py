@@ -19,10 +19,14 @@ from core.config import Settings
 from core.prompts import render
 from core.validators import clean_text
 from infrastructure.connection_pool import ConnectionPool
-from services.user_service import MAX_PROFILE_SUMMARY_CHARS, UserProfile, UserService
+from services.people.user_service import (
+    MAX_PROFILE_SUMMARY_CHARS,
+    UserProfile,
+    UserService,
+)
 
 if TYPE_CHECKING:
-    from services.memory_service import MemoryService
+    from services.memory.memory_service import MemoryService
 
 logger = logging.getLogger(__name__)
 

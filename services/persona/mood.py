@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from core.pad import PAD
+from services.persona.pad import PAD
 
 # --- appraisal ------------------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ is open, bounded per session, never repeated word for word, never while a tool r
 user is speaking.
 
 This module is the service that does the I/O (the follow_ups table, the personality snapshot).
-The pure decisions live in `services.proactive_decisions` and the per-session timer in
-`services.silence_watcher`; their public names are re-exported here for existing importers.
+The pure decisions live in `services.persona.proactive_decisions` and the per-session timer in
+`services.persona.silence_watcher`; their public names are re-exported here for existing importers.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from core.dates import utc_now
 from core.errors import InvalidInput
 from core.validators import clean_text
 from infrastructure.connection_pool import ConnectionPool
-from services.companion_service import Companion
-from services.personality_service import PersonalityService
-from services.proactive_decisions import (
+from services.people.companion_service import Companion
+from services.persona.personality_service import PersonalityService
+from services.persona.proactive_decisions import (
     FOLLOW_UP_COLUMNS,
     TONE,
     FollowUp,
@@ -38,7 +38,7 @@ from services.proactive_decisions import (
     nudge_candidates,
     proactive_score,
 )
-from services.silence_watcher import (
+from services.persona.silence_watcher import (
     ENGAGEMENT_FULL_TURNS,
     ENGAGEMENT_WINDOW_S,
     NUDGE_BACKOFF,

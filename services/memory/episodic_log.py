@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from core.errors import CompanionError, EmbeddingError, InvalidInput
+from core.memory_records import SPEAKERS, Episode, content_hash, normalize_text
 from core.validators import MAX_UTTERANCE_CHARS, clean_text
 from infrastructure.connection_pool import encode_vector
-from services.importance import estimate_importance
-from services.memory_core import EPISODE_OP, MemoryCore
-from services.memory_records import SPEAKERS, Episode, content_hash, normalize_text
+from services.memory.importance import estimate_importance
+from services.memory.memory_core import EPISODE_OP, MemoryCore
 
 _IMPORT_SQL = """
 with rows as (

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 from core.config import Settings
 from core.latency import LatencyWindow
 from core.tasks import BackgroundTasks, log_failure
-from rag_system import RetrievalEngine, ScoredMemory
+from rag_system.engine import RetrievalEngine
 from rag_system.query import is_small_talk
+from rag_system.scoring import ScoredMemory
 
 if TYPE_CHECKING:
     from infrastructure.redis_cache import Cache
-    from services.memory_service import MemoryService
+    from services.memory.memory_service import MemoryService
 
 logger = logging.getLogger(__name__)
 

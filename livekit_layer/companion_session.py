@@ -1,7 +1,7 @@
 """One person talking with one companion: identity, per-turn memory context (prefetched on
 heard transcripts), logging, injection screening and the hand-over to a companion called by
 name ("Luna, ..."): that turn is kept out of this session, which hands over to a new session of
-the called companion (`open_successor`, `hand_over`) and closes in the background.
+the called companion (`session_open.open_successor`, `hand_over`) and closes in the background.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from livekit.agents.voice.events import ConversationItemAddedEvent, ErrorEvent
 from core.latency import LatencyWindow
 from core.prompts import prompt
 from core.validators import WriteGuard
-from services.chat_context import (
+from livekit_layer.chat_context import (
     has_memory_message,
     latest_user_message,
     pending_user_message,
@@ -30,16 +30,20 @@ from services.chat_context import (
     turn_key,
     with_memory_message,
 )
-from services.companion_service import Companion
-from services.container import Services
-from services.conversation_service import ConversationSession, GreetingContext
-from services.personality_service import PersonalitySnapshot
-from services.proactive_service import SilenceWatcher
-from services.profile_service import profile_line
-from services.security_service import InjectionVerdict
-from services.session_prompts import companion_instructions, history_chat_ctx, switch_instructions
-from services.session_screening import SessionScreening
-from services.user_service import UserProfile
+from livekit_layer.session_prompts import (
+    companion_instructions,
+    history_chat_ctx,
+    switch_instructions,
+)
+from livekit_layer.session_screening import SessionScreening
+from services.composition import Services
+from services.memory.profile_service import profile_line
+from services.people.companion_service import Companion
+from services.people.conversation_service import ConversationSession, GreetingContext
+from services.people.user_service import UserProfile
+from services.persona.personality_service import PersonalitySnapshot
+from services.persona.proactive_service import SilenceWatcher
+from services.safety.security_service import InjectionVerdict
 
 logger = logging.getLogger(__name__)
 
@@ -197,22 +201,6 @@ class CompanionSession:
         future = self.committed(message_id)
         if not future.done():
             future.set_result(modality)
-
-    async def open_successor(
-        self, companion: Companion, text: str, *, modality: str
-    ) -> CompanionSession:
-        """A session with `companion`, for the turn `text` that called it by name: its own
-        conversation (the turn is logged there), memories, mood and greeting context."""
-        # Imported here: session_open builds CompanionSession, so it imports this module.
-        from services.session_open import open_session
-
-        successor = await open_session(
-            self.services, user_id=self.guard.user_id, room=self.conversation.room,
-            companion=companion,
-        )
-        successor.opening_turn, successor.opening_modality = text, modality
-        successor.log_message("user", text, modality=modality)
-        return successor
 
     def hand_over(self, session: AgentSession[Any], successor: CompanionSession) -> None:
         """`successor` takes `session` over: it logs the turns and owns the tools' identity;

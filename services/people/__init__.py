@@ -1,0 +1,2 @@
+"""Who talks and with whom: users, their companions, onboarding, conversations and
+continuity between them."""

@@ -1,0 +1,2 @@
+"""What guards a person and the companion: the injection screen, incidents, rate limits and
+the memory quota."""
