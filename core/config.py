@@ -12,11 +12,16 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
+from core.validators import placeholder_reason
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Stable across machines and runs so `console` always talks to the same remembered person.
 DEFAULT_DEV_USER_ID = uuid.UUID("5f0c8a52-2d36-4c1e-9a51-6f1d7e0b9a01")
+_URL_EXAMPLES = {
+    "REDIS_URL": "redis://:password@host:6379/0 (or rediss:// for TLS)",
+    "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
+}
 
 
 class EmbeddingProvider(str, Enum):
@@ -40,6 +45,8 @@ class Settings(BaseSettings):
         case_sensitive=False,
         # `KEY=` in .env means "use the default", as .env.example lists every key empty.
         env_ignore_empty=True,
+        # pydantic's own messages would quote the raw value, which may carry a password.
+        hide_input_in_errors=True,
     )
 
     # --- Database -------------------------------------------------------------------------
@@ -87,7 +94,9 @@ class Settings(BaseSettings):
     embedding_dimensions: int = Field(default=384, ge=8, le=4096)
 
     # --- Redis -------------------------------------------------------------------------------
-    redis_url: str | None = None
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis://[:password@]host:port/db; its password is a secret."
+    )
     redis_enabled: bool = True
     cache_default_ttl_s: int = Field(default=300, ge=1)
     cache_local_max_entries: int = Field(default=10_000, ge=16)
@@ -186,13 +195,16 @@ class Settings(BaseSettings):
 
     @field_validator("openai_base_url", "supabase_url", "redis_url", "livekit_url")
     @classmethod
-    def _url_has_scheme(cls, value: str | None, info: Any) -> str | None:
-        if value in (None, ""):
+    def _url_has_scheme(cls, value: str | SecretStr | None, info: Any) -> str | SecretStr | None:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not raw:
             return None
-        parsed = urlparse(value)
+        parsed = urlparse(raw)
         if not parsed.scheme or not (parsed.netloc or parsed.path):
+            # Never quote the value: a URL may carry a password or a token.
             name = info.field_name.upper()
-            raise ValueError(f"{name} must be a full URL such as scheme://host:port, got {value!r}")
+            example = _URL_EXAMPLES.get(name, "scheme://host:port")
+            raise ValueError(f"{name} must be a full URL such as {example}")
         return value
 
     @field_validator("database_url")
@@ -205,6 +217,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DATABASE_URL must start with postgresql:// (Supabase: Project Settings > "
                 "Database > Connection string); unset it to use the embedded Postgres"
+            )
+        return value
+
+    @field_validator("dev_user_id")
+    @classmethod
+    def _dev_user_is_issued(cls, value: uuid.UUID) -> uuid.UUID:
+        reason = placeholder_reason(value)
+        if reason is not None:
+            raise ValueError(
+                f"DEV_USER_ID must be a random UUID such as uuid.uuid4() makes: {reason}"
             )
         return value
 

@@ -19,10 +19,27 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _CATEGORY_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
+# A person's id is a random value issued by the token server. The nil and max UUIDs, a
+# digit repeated, or a small counter next to either end are what defaults and sentinels look
+# like ("no user", "admin", a fixture): everyone such a value reached would share one memory.
+_COUNTER_SPAN = 1 << 32
+_MAX_UUID_INT = (1 << 128) - 1
+
+
+def placeholder_reason(value: uuid.UUID) -> str | None:
+    """Why `value` is a placeholder rather than an issued id, or None when it is not one."""
+    digits = value.hex
+    if len(set(digits)) == 1:
+        return f"every digit is {digits[0]} (a placeholder such as the nil or max UUID)"
+    if value.int < _COUNTER_SPAN or value.int > _MAX_UUID_INT - _COUNTER_SPAN:
+        return "it is a counter next to the nil or max UUID, not a random id"
+    return None
+
+
 def parse_user_id(raw: object, *, what: str = "user id") -> uuid.UUID:
     """Return `raw` as a UUID or raise `InvalidIdentity` saying what a valid one looks like."""
     if isinstance(raw, uuid.UUID):
-        return raw
+        return _issued(raw, what)
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidIdentity(
             f"missing {what}",
@@ -42,6 +59,16 @@ def parse_user_id(raw: object, *, what: str = "user id") -> uuid.UUID:
         raise InvalidIdentity(
             f"{what} {text!r} is not in canonical UUID form",
             suggestion=f"send it as {value}",
+        )
+    return _issued(value, what)
+
+
+def _issued(value: uuid.UUID, what: str) -> uuid.UUID:
+    reason = placeholder_reason(value)
+    if reason is not None:
+        raise InvalidIdentity(
+            f"{what} {value} is refused: {reason}",
+            suggestion="use the random UUID the token server issued for this person",
         )
     return value
 

@@ -301,7 +301,7 @@ class RedisCache:
             return cls(settings=settings, client=None, local=local, op_timeout_s=op_timeout_s)
         try:
             client = aioredis.Redis.from_url(
-                settings.redis_url,
+                settings.redis_url.get_secret_value(),
                 decode_responses=True,
                 socket_connect_timeout=connect_timeout_s,
                 socket_timeout=op_timeout_s,

@@ -91,3 +91,49 @@ def test_env_example_as_dotenv_parses_to_the_defaults(tmp_path) -> None:
     (tmp_path / ".env").write_text((PROJECT_ROOT / ".env.example").read_text())
     settings = load_settings()
     assert settings.database_url is None and settings.dev_user_id == DEFAULT_DEV_USER_ID
+
+
+def test_the_redis_password_never_shows_in_the_settings_repr(monkeypatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2@127.0.0.1:6379/0")
+    settings = load_settings()
+    for shown in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "hunter2" not in shown
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == "redis://:hunter2@127.0.0.1:6379/0"
+
+
+def test_a_malformed_redis_url_is_refused_without_echoing_it(monkeypatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "hunter2@127.0.0.1")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "REDIS_URL" in str(err.value) and "redis://" in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("redis_url", "hunter2@cache"), ("openai_base_url", "hunter2"),
+     ("database_url", "mysql://root:hunter2@db/app"), ("redis_url", 12345)],
+)
+def test_settings_built_in_code_never_quote_a_bad_value_in_their_error(
+    field: str, value: object
+) -> None:
+    from pydantic import ValidationError
+
+    from core.config import Settings
+
+    with pytest.raises(ValidationError) as err:
+        Settings(_env_file=None, **{field: value})  # type: ignore[arg-type]
+    assert field in str(err.value)
+    assert "hunter2" not in str(err.value) and "12345" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    ["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff",
+     "00000000-0000-0000-0000-000000000001"],
+)
+def test_a_placeholder_dev_user_id_is_refused_at_start(monkeypatch, placeholder: str) -> None:
+    monkeypatch.setenv("DEV_USER_ID", placeholder)
+    with pytest.raises(ConfigError, match="DEV_USER_ID must be a random UUID"):
+        load_settings()

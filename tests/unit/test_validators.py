@@ -12,8 +12,8 @@ from core.validators import WriteGuard, clean_category, clean_text, parse_user_i
 pytestmark = pytest.mark.unit
 
 
-@given(st.uuids())
-def test_every_canonical_uuid_is_accepted(value: uuid.UUID) -> None:
+@given(st.uuids(version=4))
+def test_every_random_uuid_is_accepted(value: uuid.UUID) -> None:
     assert parse_user_id(str(value)) == value
     assert parse_user_id(str(value).upper()) == value
 
@@ -33,6 +33,26 @@ def test_arbitrary_text_is_either_a_canonical_uuid_or_refused_clearly(raw: str) 
 def test_malformed_identities_are_refused(raw: object) -> None:
     with pytest.raises(InvalidIdentity):
         parse_user_id(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["00000000-0000-0000-0000-000000000000", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+     "ffffffff-ffff-ffff-ffff-ffffffffffff", "11111111-1111-1111-1111-111111111111",
+     "00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-0000ffffffff",
+     "ffffffff-ffff-ffff-ffff-fffffffffffe"],
+)
+def test_placeholder_uuids_are_refused_as_user_ids_with_a_clear_error(raw: str) -> None:
+    for value in (raw, uuid.UUID(raw)):
+        with pytest.raises(InvalidIdentity) as caught:
+            parse_user_id(value, what="participant identity")
+        assert str(caught.value).startswith(f"participant identity {raw.lower()} is refused")
+        assert "token server issued" in caught.value.suggestion
+
+
+def test_ids_just_past_the_placeholder_ranges_are_accepted() -> None:
+    for value in (uuid.UUID(int=1 << 32), uuid.UUID(int=(1 << 128) - 1 - (1 << 32))):
+        assert parse_user_id(str(value)) == value
 
 
 @given(st.text(max_size=300))
