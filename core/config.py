@@ -243,7 +243,9 @@ class Settings(BaseSettings):
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
         if self.tts_provider is TTSProvider.UPLIFTAI and self.upliftai_api_key is None:
-            raise ValueError("TTS_PROVIDER=upliftai needs UPLIFTAI_API_KEY; set it or TTS_PROVIDER=openai")
+            raise ValueError(
+                "TTS_PROVIDER=upliftai needs UPLIFTAI_API_KEY; set it or TTS_PROVIDER=openai"
+            )
         if self.embedding_provider is EmbeddingProvider.LOCAL and self.embedding_dimensions != 384:
             raise ValueError(
                 "EMBEDDING_PROVIDER=local (all-MiniLM-L6-v2) gives 384 dimensions; "

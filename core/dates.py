@@ -232,8 +232,8 @@ def _resolve(kind: str, groups: dict[str, str | None], today: date) -> DateMenti
         return mention(_shift(today, n if kind == "in" else -n, unit))
     if kind in ("month_day", "day_month"):
         year = groups.get("year")
-        day = _calendar_day(today, _month_index(groups["mon"] or ""), int(groups["day"] or 0), year)
-        return mention(day, relative=year is None, has_year=year is not None)
+        on = _calendar_day(today, _month_index(groups["mon"] or ""), int(groups["day"] or 0), year)
+        return mention(on, relative=year is None, has_year=year is not None)
     return None
 
 

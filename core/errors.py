@@ -14,7 +14,9 @@ class CompanionError(Exception):
     retryable: bool = False
     default_suggestion: str = ""
 
-    def __init__(self, message: str, *, suggestion: str | None = None, retryable: bool | None = None):
+    def __init__(
+        self, message: str, *, suggestion: str | None = None, retryable: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.suggestion = suggestion if suggestion is not None else self.default_suggestion

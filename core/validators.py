@@ -43,7 +43,8 @@ def parse_user_id(raw: object, *, what: str = "user id") -> uuid.UUID:
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidIdentity(
             f"missing {what}",
-            suggestion="connect with a participant identity that is a UUID issued by the token server",
+            suggestion="connect with a participant identity that is a UUID issued by the "
+            "token server",
         )
     text = raw.strip()
     try:
