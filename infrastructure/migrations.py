@@ -1,8 +1,9 @@
 """Applies pending SQL migrations from supabase/migrations at start-up.
 
 Safe to run twice and from several processes at once: a transaction-scoped advisory lock
-serializes runners, each file is applied in its own transaction together with its record,
-and a file whose content changed after it was applied is reported instead of silently skipped.
+serializes runners, each file is applied in its own transaction together with its record.
+A file whose content changed after it was applied stops start-up before anything runs: the
+database no longer matches the files, and skipping the change would hide that.
 """
 
 from __future__ import annotations
@@ -23,13 +24,32 @@ MIGRATIONS_DIR = PROJECT_ROOT / "supabase" / "migrations"
 # Any constant works; it only has to be the same for every process running migrations.
 _ADVISORY_LOCK_KEY = 7_311_420_615_001
 
-_LEDGER_DDL = """
-create table if not exists public.companion_schema_migrations (
+_LEDGER = "public.companion_schema_migrations"
+_LEDGER_DDL = f"""
+create table if not exists {_LEDGER} (
   version text primary key,
   name text not null,
   checksum text not null,
   applied_at timestamptz not null default now()
-)
+);
+-- Only the role running migrations touches the ledger. On Supabase, default privileges grant
+-- every new table in public to anon and authenticated: a client could read the schema's
+-- history or delete a record (and a deleted record makes its migration run again). RLS with
+-- no policy refuses them even if a grant comes back.
+do $$
+declare
+  r text;
+begin
+  if not (select relrowsecurity from pg_class where oid = '{_LEDGER}'::regclass) then
+    alter table {_LEDGER} enable row level security;
+  end if;
+  foreach r in array array['anon', 'authenticated'] loop
+    if exists (select 1 from pg_roles where rolname = r) then
+      execute format('revoke all on table {_LEDGER} from %I', r);
+    end if;
+  end loop;
+end
+$$;
 """
 
 
@@ -58,27 +78,47 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
+def check_unchanged(migrations: list[Migration], recorded: dict[str, str]) -> None:
+    """Raise `MigrationError` naming every applied file whose content differs from its record."""
+    changed = [
+        f"{m.version}_{m.name}.sql (applied as sha256 {recorded[m.version][:12]}, "
+        f"the file is now {m.checksum[:12]})"
+        for m in migrations
+        if m.version in recorded and recorded[m.version] != m.checksum
+    ]
+    if changed:
+        raise MigrationError(
+            "migrations changed after they were applied to this database: " + "; ".join(changed),
+            suggestion="nothing was applied; restore each file exactly as it was applied (git "
+            "log -- supabase/migrations/<file> shows its history) and put the change in a new "
+            "file supabase/migrations/<YYYYMMDDHHMMSS>_<what>.sql",
+        )
+
+
 async def apply_pending(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply every migration not yet recorded; return the versions applied by this call."""
+    """Apply every migration not yet recorded; return the versions applied by this call.
+
+    Raises:
+        MigrationError: a recorded file changed since it was applied (before anything runs),
+            or a pending file failed (nothing of it is applied).
+    """
     migrations = discover(directory)
     applied_now: list[str] = []
     async with conn.transaction():
         await conn.execute("select pg_advisory_xact_lock($1)", _ADVISORY_LOCK_KEY)
         await conn.execute(_LEDGER_DDL)
+        rows = await conn.fetch(f"select version, checksum from {_LEDGER}")
+        check_unchanged(migrations, {r["version"]: r["checksum"] for r in rows})
     for migration in migrations:
         async with conn.transaction():
             # Held until this transaction ends, so a racing runner waits and then sees the record.
             await conn.execute("select pg_advisory_xact_lock($1)", _ADVISORY_LOCK_KEY)
             recorded = await conn.fetchval(
-                "select checksum from public.companion_schema_migrations where version = $1",
-                migration.version,
+                f"select checksum from {_LEDGER} where version = $1", migration.version
             )
             if recorded is not None:
-                if recorded != migration.checksum:
-                    logger.warning(
-                        "migration %s changed after it was applied; write a new migration instead",
-                        migration.version,
-                    )
+                # A racing runner recorded it meanwhile: from another checkout, it may differ.
+                check_unchanged([migration], {migration.version: recorded})
                 continue
             try:
                 await conn.execute(migration.sql)
@@ -88,8 +128,7 @@ async def apply_pending(conn: asyncpg.Connection, directory: Path = MIGRATIONS_D
                     suggestion="fix the SQL file; nothing of this migration was applied",
                 ) from exc
             await conn.execute(
-                "insert into public.companion_schema_migrations (version, name, checksum) "
-                "values ($1, $2, $3)",
+                f"insert into {_LEDGER} (version, name, checksum) values ($1, $2, $3)",
                 migration.version,
                 migration.name,
                 migration.checksum,

@@ -136,3 +136,67 @@ def test_pooler_urls_turn_the_statement_cache_off() -> None:
     assert statement_cache_size_for("postgresql://u@db:5432/x?pgbouncer=true", None) == 0
     assert statement_cache_size_for("postgresql://u@db:5432/x", None) > 0
     assert statement_cache_size_for("postgresql://u@db:6543/x", 50) == 50
+
+
+async def test_a_migration_changed_after_it_was_applied_stops_start_up_and_says_what_to_do(
+    empty_db: str, tmp_path
+) -> None:
+    first = tmp_path / "20990101000000_first.sql"
+    first.write_text("create table first_table (id int);")
+    conn = await asyncpg.connect(empty_db)
+    try:
+        assert await migrations.apply_pending(conn, tmp_path) == ["20990101000000"]
+        recorded = await conn.fetchval("select checksum from companion_schema_migrations")
+        first.write_text("create table first_table (id int, extra text);")
+        (tmp_path / "20990101000100_second.sql").write_text("create table second_table (id int);")
+        with pytest.raises(MigrationError) as caught:
+            await migrations.apply_pending(conn, tmp_path)
+        message = str(caught.value)
+        assert "20990101000000_first.sql" in message
+        assert recorded[:12] in message
+        assert migrations.discover(tmp_path)[0].checksum[:12] in message
+        assert "new file supabase/migrations/<YYYYMMDDHHMMSS>_<what>.sql" in message
+        # Start-up stopped before anything ran: the pending file is neither applied nor recorded.
+        assert await conn.fetchval("select to_regclass('public.second_table')") is None
+        assert await conn.fetchval("select count(*) from companion_schema_migrations") == 1
+    finally:
+        await conn.close()
+
+
+async def test_the_migration_ledger_is_closed_to_supabase_clients(empty_db: str) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        # What a Supabase project does: every new table in public is granted to its API roles.
+        await conn.execute(
+            "do $$ begin "
+            "if not exists (select 1 from pg_roles where rolname = 'anon') then "
+            "  create role anon nologin noinherit; end if; "
+            "if not exists (select 1 from pg_roles where rolname = 'authenticated') then "
+            "  create role authenticated nologin noinherit; end if; "
+            "end $$; "
+            "alter default privileges in schema public grant all on tables to anon, authenticated; "
+            "grant usage on schema public to anon, authenticated"
+        )
+        await migrations.apply_pending(conn)
+        ledger = "public.companion_schema_migrations"
+        assert await conn.fetchval(
+            "select relrowsecurity from pg_class where oid = $1::regclass", ledger
+        )
+        for role in ("anon", "authenticated"):
+            for privilege in ("select", "insert", "update", "delete", "truncate"):
+                assert not await conn.fetchval(
+                    "select has_table_privilege($1, $2, $3)", role, ledger, privilege
+                ), (role, privilege)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with conn.transaction():
+                    await conn.execute(f"set local role {role}")
+                    await conn.execute(f"delete from {ledger}")
+        # Even if a grant comes back, row-level security with no policy shows them nothing.
+        await conn.execute(f"grant select, delete on {ledger} to authenticated")
+        async with conn.transaction():
+            await conn.execute("set local role authenticated")
+            assert await conn.fetchval(f"select count(*) from {ledger}") == 0
+            assert await conn.execute(f"delete from {ledger}") == "DELETE 0"
+        assert await conn.fetchval(f"select count(*) from {ledger}") == len(migrations.discover())
+    finally:
+        await conn.close()
