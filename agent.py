@@ -442,6 +442,9 @@ def main() -> None:
         print(f"companion: {MISSING_LLM}", file=sys.stderr)
         sys.exit(2)
     # The LiveKit CLI reads only the process environment; let .env values reach it too.
+    # LOG_LEVEL becomes the CLI's default --log-level: it sets the root logger, so ours too, and
+    # job processes inherit it. LiveKit spells WARNING as WARN.
+    os.environ.setdefault("LIVEKIT_LOG_LEVEL", settings.log_level.replace("WARNING", "WARN"))
     if settings.livekit_url:
         os.environ.setdefault("LIVEKIT_URL", settings.livekit_url)
     for name, secret in (("LIVEKIT_API_KEY", settings.livekit_api_key),

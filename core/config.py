@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from enum import Enum
 from pathlib import Path
@@ -14,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.errors import ConfigError
 from core.validators import placeholder_reason
 
+logger = logging.getLogger(__name__)
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Stable across machines and runs so `console` always talks to the same remembered person.
@@ -22,6 +25,16 @@ _URL_EXAMPLES = {
     "REDIS_URL": "redis://:password@host:6379/0 (or rediss:// for TLS)",
     "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
 }
+
+SUPABASE_KEYS = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY")
+SUPABASE_WITHOUT_DSN = (
+    "{names} set but DATABASE_URL is not: this app connects to Postgres itself and does not use "
+    "the Supabase API keys, so it would run on its embedded database instead of your project"
+)
+SUPABASE_DSN_HINT = (
+    "in the Supabase dashboard open Project Settings > Database > Connection string, copy the "
+    "pooler URI (Transaction pooler, port 6543, with your database password) into DATABASE_URL"
+)
 
 
 class EmbeddingProvider(str, Enum):
@@ -66,11 +79,6 @@ class Settings(BaseSettings):
         description="asyncpg prepared-statement cache; unset: 0 behind a pooler (port 6543).",
     )
     db_command_timeout_s: float = Field(default=10.0, gt=0)
-
-    # --- Supabase (for the RLS-scoped client side and `supabase db push`) ----------------
-    supabase_url: str | None = None
-    supabase_service_role_key: SecretStr | None = None
-    supabase_anon_key: SecretStr | None = None
 
     # --- OpenAI or any OpenAI-compatible server ------------------------------------------
     openai_api_key: SecretStr | None = None
@@ -191,9 +199,20 @@ class Settings(BaseSettings):
     memory_decay_factor: float = Field(
         default=0.98, gt=0, le=1, description="Daily importance decay of unused episodic memories."
     )
-    log_level: str = "INFO"
+    log_level: str = Field(
+        default="INFO",
+        description="Level of every logger, ours and LiveKit's; `--log-level` overrides it.",
+    )
 
-    @field_validator("openai_base_url", "supabase_url", "redis_url", "livekit_url")
+    @model_validator(mode="before")
+    @classmethod
+    def _supabase_keys_are_not_settings(cls, data: Any) -> Any:
+        # Read and judged by load_settings (SupabaseKeys); here they must not count as unknown.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if str(k).upper() not in SUPABASE_KEYS}
+        return data
+
+    @field_validator("openai_base_url", "redis_url", "livekit_url")
     @classmethod
     def _url_has_scheme(cls, value: str | SecretStr | None, info: Any) -> str | SecretStr | None:
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
@@ -268,8 +287,52 @@ class Settings(BaseSettings):
         return "not-needed-for-local-server"
 
 
+class SupabaseKeys(BaseSettings):
+    """The keys a Supabase project hands out for its API. The agent does not use them (it talks
+    to Postgres with DATABASE_URL); they are read only to say so, and are never settings."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,
+    )
+
+    supabase_url: str | None = None
+    supabase_service_role_key: SecretStr | None = None
+    supabase_anon_key: SecretStr | None = None
+
+    def names(self) -> list[str]:
+        """The keys that are set, upper-cased as in the environment."""
+        return [name.upper() for name in type(self).model_fields if getattr(self, name)]
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Parse the environment (and `.env`) once; turn pydantic's report into one clear message."""
+    """Parse the environment (and `.env`) once; turn pydantic's report into one clear message.
+
+    Supabase API keys (SUPABASE_URL, ...) without DATABASE_URL stop the app: the person meant
+    their Supabase database and would silently get the embedded one. With DATABASE_URL set
+    they are ignored, with a warning that names them.
+    """
+    settings = _parse(**overrides)
+    env_file = overrides.get("_env_file", ".env")
+    supabase = SupabaseKeys(_env_file=env_file).names()  # type: ignore[call-arg]
+    if supabase and settings.database_url is None:
+        verb = "is" if len(supabase) == 1 else "are"
+        raise ConfigError(
+            SUPABASE_WITHOUT_DSN.format(names=f"{' and '.join(supabase)} {verb}"),
+            suggestion=SUPABASE_DSN_HINT,
+        )
+    if supabase:
+        logger.warning(
+            "%s ignored: the agent connects with DATABASE_URL and does not use Supabase API "
+            "keys (remove them from its environment to silence this)", ", ".join(supabase),
+        )
+    return settings
+
+
+def _parse(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:

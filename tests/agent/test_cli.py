@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,17 +14,21 @@ import pytest
 pytestmark = pytest.mark.agent
 
 ROOT = Path(__file__).resolve().parents[2]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
+FOREIGN = ("OPENAI_", "LIVEKIT_", "UPLIFTAI_", "DATABASE_", "REDIS_", "SUPABASE_", "LOG_LEVEL")
+
+
+def clean_env(**env: str) -> dict[str, str]:
+    """The environment without the developer's settings, plus `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
+    clean.update(env)
+    return clean
 
 
 def run_agent(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "LIVEKIT_", "UPLIFTAI_", "DATABASE_", "REDIS_"))
-    }
-    clean.update(env)
     return subprocess.run(
-        [sys.executable, "agent.py", *args], cwd=ROOT, env=clean, capture_output=True,
-        text=True, timeout=timeout,
+        [sys.executable, "agent.py", *args], cwd=ROOT, env=clean_env(**env),
+        capture_output=True, text=True, timeout=timeout,
     )
 
 
@@ -51,3 +57,60 @@ def test_an_invalid_setting_is_named_in_one_message_without_a_traceback() -> Non
 def test_download_files_needs_no_llm_and_succeeds_offline() -> None:
     done = run_agent("download-files", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_supabase_keys_without_database_url_stop_the_start_naming_the_string_to_copy() -> None:
+    done = run_agent(
+        "console", OPENAI_API_KEY="sk-test", SUPABASE_URL="https://abcd.supabase.co",
+        SUPABASE_SERVICE_ROLE_KEY="service-role-secret",
+    )
+    assert done.returncode == 2
+    assert "SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are set" in done.stderr
+    assert "Project Settings > Database > Connection string" in done.stderr
+    assert "service-role-secret" not in done.stderr and "Traceback" not in done.stderr
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def worker_log_until_connect_fails(log_level: str) -> list[str]:
+    """`agent.py dev` against a LiveKit URL that refuses connections: the levels of the log
+    lines it prints up to and including its first "failed to connect" warning."""
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        url = f"ws://127.0.0.1:{refusing.getsockname()[1]}"
+        env = clean_env(
+            OPENAI_API_KEY="sk-test", LOG_LEVEL=log_level, LIVEKIT_URL=url,
+            LIVEKIT_API_KEY="devkey", LIVEKIT_API_SECRET="a-secret-of-at-least-32-characters",
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "agent.py", "dev"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True,
+        )
+        levels: list[str] = []
+        try:
+            assert worker.stdout is not None
+            for line in worker.stdout:
+                words = ANSI.sub("", line).split()
+                level = next((w for w in words[:5] if w in LEVELS), None)
+                if level is not None:
+                    levels.append(level)
+                if "failed to connect to livekit" in line:
+                    return levels
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    raise AssertionError(f"the worker exited before trying to connect; it logged {levels}")
+
+
+@pytest.mark.parametrize(
+    ("log_level", "shown", "hidden"),
+    [("WARNING", {"WARNING"}, {"DEBUG", "INFO"}),
+     ("INFO", {"INFO", "WARNING"}, {"DEBUG"}),
+     ("DEBUG", {"DEBUG", "INFO", "WARNING"}, set())],
+)
+def test_log_level_is_the_level_of_the_worker_logs(
+    log_level: str, shown: set[str], hidden: set[str]
+) -> None:
+    levels = set(worker_log_until_connect_fails(log_level))
+    assert shown <= levels and not levels & hidden

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from core.config import DEFAULT_DEV_USER_ID, EmbeddingProvider, load_settings
+from core.config import DEFAULT_DEV_USER_ID, SUPABASE_KEYS, EmbeddingProvider, load_settings
 from core.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -13,7 +15,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     # Settings read the process environment and ./.env; isolate both.
     monkeypatch.chdir(tmp_path)
     for name in ("DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "REDIS_URL",
-                 "EMBEDDING_PROVIDER", "EMBEDDING_DIMENSIONS", "DEV_USER_ID", "LOG_LEVEL"):
+                 "EMBEDDING_PROVIDER", "EMBEDDING_DIMENSIONS", "DEV_USER_ID", "LOG_LEVEL",
+                 *SUPABASE_KEYS):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -137,3 +140,49 @@ def test_a_placeholder_dev_user_id_is_refused_at_start(monkeypatch, placeholder:
     monkeypatch.setenv("DEV_USER_ID", placeholder)
     with pytest.raises(ConfigError, match="DEV_USER_ID must be a random UUID"):
         load_settings()
+
+
+def test_a_supabase_url_without_database_url_stops_and_says_which_string_to_copy(
+    monkeypatch,
+) -> None:
+    monkeypatch.setenv("SUPABASE_URL", "https://abcd.supabase.co")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "SUPABASE_URL is set but DATABASE_URL is not" in message
+    assert "Project Settings > Database > Connection string" in message
+    assert "pooler URI" in message and "into DATABASE_URL" in message
+
+
+def test_supabase_keys_in_dotenv_without_database_url_are_named_and_not_echoed(tmp_path) -> None:
+    (tmp_path / ".env").write_text(
+        "SUPABASE_ANON_KEY=anon-secret-value\nSUPABASE_SERVICE_ROLE_KEY=service-secret-value\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "SUPABASE_SERVICE_ROLE_KEY and SUPABASE_ANON_KEY are set" in message
+    assert "secret-value" not in message
+
+
+def test_supabase_keys_next_to_a_database_url_are_ignored_with_a_warning_naming_them(
+    monkeypatch, tmp_path, caplog
+) -> None:
+    (tmp_path / ".env").write_text("SUPABASE_ANON_KEY=anon-secret-value\n")
+    monkeypatch.setenv("SUPABASE_URL", "https://abcd.supabase.co")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/db")
+    with caplog.at_level(logging.WARNING, logger="core.config"):
+        settings = load_settings()
+    assert not settings.uses_embedded_postgres
+    [record] = [r for r in caplog.records if r.name == "core.config"]
+    assert record.getMessage().startswith("SUPABASE_URL, SUPABASE_ANON_KEY ignored")
+    assert "secret-value" not in record.getMessage()
+    assert "supabase_url" not in type(settings).model_fields
+
+
+def test_empty_supabase_keys_as_in_an_old_env_example_change_nothing(tmp_path, caplog) -> None:
+    (tmp_path / ".env").write_text("SUPABASE_URL=\nSUPABASE_ANON_KEY=\n")
+    with caplog.at_level(logging.WARNING, logger="core.config"):
+        settings = load_settings()
+    assert settings.uses_embedded_postgres
+    assert caplog.records == []
