@@ -140,8 +140,7 @@ async def measure(pool, engine, target: uuid.UUID, queries, label: str) -> dict[
         "select id from public.memories where user_id = $1 "
         "order by embedding <=> $2 limit $3"
     )
-    engine.forget_counts()
-    await engine.refresh_term_stats(target)
+    await engine.refresh_term_stats(target)  # also drops the target's cached scope sizes
     started = time.perf_counter()
     in_process = await engine.warm(target)  # what a session start does
     warm_ms = (time.perf_counter() - started) * 1000

@@ -105,10 +105,6 @@ class Memory:
             source=dict(source or {}),
         )
 
-    @property
-    def is_current(self) -> bool:
-        return self.superseded_at is None
-
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (ids and times as strings) for caches and exports."""
         out: dict[str, Any] = {}

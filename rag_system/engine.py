@@ -310,10 +310,6 @@ class RetrievalEngine:
             "store_bytes": sum(int(r["bytes"]) for r in rows),
         }
 
-    def forget_counts(self, user_id: uuid.UUID | None = None) -> None:
-        """Drop cached scope sizes (all, or one user's), e.g. after a bulk import."""
-        self._sql.forget_counts(user_id)
-
     def stats(self) -> dict[str, Any]:
         return {
             **self._counters,

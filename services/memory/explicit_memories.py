@@ -1,7 +1,7 @@
-"""Explicit memories: save with supersession (never overwrite), read the current values, history.
+"""Explicit memories: save with supersession (never overwrite), read the current values.
 
 Saving the same key again supersedes the old value in one transaction, so there is exactly one
-current value and a queryable history. The current values of a scope are cached.
+current value and the older ones kept as history. The current values of a scope are cached.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ _RECURRING = re.compile(r"birthday|anniversary|born", re.IGNORECASE)
 
 
 class ExplicitMemories(MemoryCore):
-    """The category/key/value memories of `MemoryService`: remember, current, history."""
+    """The category/key/value memories of `MemoryService`: remember, current."""
 
     async def remember(
         self,
@@ -211,16 +211,3 @@ class ExplicitMemories(MemoryCore):
             key, [m.to_json() for m in memories], self._settings.cache_default_ttl_s
         )
         return memories
-
-    async def history(
-        self, user_id: uuid.UUID, companion_id: uuid.UUID | None, category: str, key: str
-    ) -> list[Memory]:
-        """Every value the key has had in this exact scope: the current one, then newest first."""
-        rows = await self._pool.fetch(
-            f"select {MEMORY_COLUMNS} from public.memories "
-            "where user_id = $1 and companion_id is not distinct from $2 and kind = 'explicit' "
-            "and category = $3 and key = $4 "
-            "order by (superseded_at is not null), occurred_at desc, created_at desc",
-            user_id, companion_id, clean_category(category), normalize_key(key),
-        )
-        return [Memory.from_record(r) for r in rows]

@@ -1,13 +1,13 @@
 """Companions: each person may have several, each with its own name, character and voice.
 
 A companion's name is its identity within one user (unique, case-insensitively). The room
-participant's attributes or metadata choose the companion for a session; on channels that
-cannot send those, an utterance that opens with a companion's name addresses that companion.
+participant's attributes or metadata choose the companion for a session (read by
+`OnboardingData`); on channels that cannot send those, an utterance that opens with a
+companion's name addresses that companion.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import unicodedata
@@ -33,8 +33,6 @@ MAX_PERSONA_CHARS = 4_000
 MAX_VOICE_CHARS = 80
 RESPONSE_LENGTHS = ("short", "medium", "long")
 COMPANIONS_TTL_S = 600
-# Participant attribute / metadata keys that name the companion a client wants.
-REQUEST_KEYS = ("companion", "companion_name", "companion_id")
 
 _NAME_RE = re.compile(r"^[^\W\d_][\w .'\-]*$")
 _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
@@ -145,38 +143,12 @@ def clean_name(raw: object) -> str:
     )
 
 
-def requested_companion(
-    attributes: Mapping[str, str] | None = None, metadata: str | None = None
-) -> str | None:
-    """The companion a client asked for in participant attributes or JSON metadata, if any.
-
-    Attributes win over metadata; keys are 'companion', 'companion_name' or 'companion_id'.
-    Metadata that is not a JSON object is ignored (it may be something else entirely).
-    """
-    for source in (attributes or {}, _metadata_dict(metadata)):
-        for key in REQUEST_KEYS:
-            value = source.get(key)
-            if isinstance(value, str) and value.strip():
-                return value.strip()
-    return None
-
-
 def _unknown_user() -> InvalidIdentity:
     # The users row belongs to UserService, which also tells onboarding the user is new.
     return InvalidIdentity(
         "this user does not exist yet",
         suggestion="call UserService.ensure(user_id) before resolving or creating companions",
     )
-
-
-def _metadata_dict(metadata: str | None) -> Mapping[str, Any]:
-    if not metadata:
-        return {}
-    try:
-        data = json.loads(metadata)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 class CompanionService:

@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 MAX_METADATA_CHARS = 16_000
 _NAME_KEYS = ("name", "display_name", "full_name")
 _ADDRESS_KEYS = ("preferred_name", "address_as", "call_me", "nickname")
-_COMPANION_KEYS = ("companion", "companion_name", "companion_id")
+# Participant attribute / metadata keys that name the companion a client wants (by name or
+# id); "companion" may also be an object with the name, persona and character of a new one.
+COMPANION_REQUEST_KEYS = ("companion", "companion_name", "companion_id")
 
 
 @dataclass(frozen=True)
@@ -92,14 +94,14 @@ class OnboardingData:
                     return clean_text(value, field=key, max_chars=limit, truncate=True) or None
             return None
 
-        companion = raw.get("companion")
+        companion = raw.get(COMPANION_REQUEST_KEYS[0])
         persona = character = None
         if isinstance(companion, Mapping):
             persona = companion.get("persona")
             character = companion.get("character")
             companion = companion.get("name") or companion.get("id")
         if not isinstance(companion, str) or not companion.strip():
-            companion = text(_COMPANION_KEYS[1:])
+            companion = text(COMPANION_REQUEST_KEYS[1:])
         persona = persona if isinstance(persona, str) else raw.get("companion_persona")
         character = character if isinstance(character, str) else raw.get("companion_character")
         interests = raw.get("interests")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import uuid
 from collections import Counter
@@ -22,7 +21,6 @@ from typing import Any
 
 from core.config import Settings
 from core.dates import utc_now
-from core.errors import CompanionError
 from core.latency import LatencyWindow
 from core.validators import MAX_UTTERANCE_CHARS, clean_text
 from infrastructure.connection_pool import ConnectionPool
@@ -46,8 +44,6 @@ logger = logging.getLogger(__name__)
 # Distinct patterns tracked per session; openers are open-ended, so the table is capped.
 MAX_PATTERNS_PER_SESSION = 200
 MAX_DESCRIBED_QUIRKS = 3
-LLM_TRANSCRIPT_CHARS = 6_000
-_QUIRK_NAME = re.compile(r"[^a-z0-9]+")
 
 _OP_STATE = "personality.state"
 _OP_HISTORY = "personality.history"
@@ -102,14 +98,6 @@ select
      'last_used_at', last_used_at) order by strength desc), '[]'::json)
    from quirks where user_id = $1 and companion_id = $2) as quirks
 """
-
-_LLM_QUIRK_PROMPT = (
-    "You study a conversation between a user and their companion, {name}. List at most three "
-    "habits the companion showed at least twice: recurring phrases, ways of reacting, speech "
-    "patterns. Answer only with JSON: {{\"quirks\": [{{\"name\": \"short_snake_case\", "
-    "\"description\": \"a short phrase in the third person\"}}]}}. No habits: {{\"quirks\": []}}."
-)
-
 
 @dataclass(frozen=True)
 class MoodState:
@@ -233,7 +221,7 @@ class PersonalityService:
     """Mood, needs and quirks of each companion toward each user.
 
     Args:
-        pool: the shared connection pool (reads on a cache miss; LLM client for quirks).
+        pool: the shared connection pool (reads on a cache miss).
         cache: the shared cache; the live state of a pair is kept under
             `personality:<user_id>:<companion_id>`.
         batcher: every write goes through it (registered ops `personality.*`).
@@ -262,14 +250,8 @@ class PersonalityService:
         self._loads = 0
         self._sessions_ended = 0
         self._quirks_reinforced = 0
-        self._llm_calls = 0
-        self._llm_failures = 0
 
     # --- reading -----------------------------------------------------------------------------
-
-    async def state(self, user_id: uuid.UUID, companion: Companion) -> MoodState:
-        """The mood now: the stored mood decayed toward its baseline for the time since."""
-        return (await self.snapshot(user_id, companion)).mood
 
     async def snapshot(self, user_id: uuid.UUID, companion: Companion) -> PersonalitySnapshot:
         """Mood, needs and quirks as of now, in one cache read (one query on a miss)."""
@@ -349,54 +331,6 @@ class PersonalityService:
         )
         return MoodState(view.mood.mood, baseline, view.mood.emotion, now)
 
-    async def reinforce_quirks(
-        self, user_id: uuid.UUID, companion: Companion, patterns: Sequence[QuirkPattern]
-    ) -> list[Quirk]:
-        """Strengthen (or create) quirks for patterns observed now; returns them as of now."""
-        now = self._clock()
-        stored = await self._load(user_id, companion)
-        self._reinforce(user_id, companion, stored, patterns, now, uses={})
-        await self._cache.set_json(self._key(user_id, companion), stored.to_json(),
-                                   ttl_s=self._settings.cache_default_ttl_s)
-        quirks = self._view(stored, now).quirks
-        names = {p.name for p in patterns}
-        return [q for q in quirks if q.name in names]
-
-    async def learn_quirks(
-        self, user_id: uuid.UUID, companion: Companion, transcript: Sequence[str]
-    ) -> list[Quirk]:
-        """Ask the LLM which habits the companion showed in a transcript and reinforce them.
-
-        Slow (one LLM call): run it off the critical path, e.g. after the session. Failures
-        are logged and give an empty list; they never reach the caller.
-        """
-        text = "\n".join(transcript)[-LLM_TRANSCRIPT_CHARS:]
-        if not text.strip():
-            return []
-        self._llm_calls += 1
-        try:
-            response = await self._pool.openai.chat.completions.create(
-                model=self._settings.llm_model,
-                messages=[
-                    {"role": "system", "content": _LLM_QUIRK_PROMPT.format(name=companion.name)},
-                    {"role": "user", "content": text},
-                ],
-                response_format={"type": "json_object"},
-                temperature=0,
-            )
-            patterns = _parse_llm_quirks(response.choices[0].message.content or "")
-        except CompanionError as exc:
-            self._llm_failures += 1
-            logger.info("quirk learning skipped (%s)", type(exc).__name__)
-            return []
-        except Exception as exc:  # the LLM is optional here; never fail the session end
-            self._llm_failures += 1
-            logger.warning("quirk learning failed (%s)", type(exc).__name__)
-            return []
-        if not patterns:
-            return []
-        return await self.reinforce_quirks(user_id, companion, patterns)
-
     # --- instructions ------------------------------------------------------------------------
 
     def describe(
@@ -433,8 +367,6 @@ class PersonalityService:
             "open_sessions": len(self._sessions),
             "sessions_ended": self._sessions_ended,
             "quirks_reinforced": self._quirks_reinforced,
-            "llm_quirk_calls": self._llm_calls,
-            "llm_quirk_failures": self._llm_failures,
         }
 
     # --- internals ---------------------------------------------------------------------------
@@ -571,36 +503,3 @@ def _trait_words(companion: Companion) -> list[str]:
         (t.neuroticism, "sensitive", "steady"),
     )
     return [high if v >= 0.65 else low for v, high, low in pairs if v >= 0.65 or v <= 0.35]
-
-
-def _parse_llm_quirks(content: str) -> list[QuirkPattern]:
-    """Quirks from the LLM's JSON answer; anything malformed is skipped, not trusted."""
-    try:
-        data = json.loads(content)
-    except ValueError:
-        return []
-    items = data.get("quirks") if isinstance(data, dict) else None
-    patterns: list[QuirkPattern] = []
-    for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict):
-            continue
-        name = _QUIRK_NAME.sub("_", str(item.get("name", "")).lower()).strip("_")[:40]
-        try:
-            description = clean_text(
-                str(item.get("description", "")), field="quirk", max_chars=120, truncate=True
-            )
-        except CompanionError:
-            continue
-        if name and description:
-            patterns.append(QuirkPattern(f"llm:{name}", description))
-    return patterns[:3]
-
-
-__all__ = [
-    "MoodState",
-    "Needs",
-    "PersonalityService",
-    "PersonalitySnapshot",
-    "Quirk",
-    "QuirkPattern",
-]

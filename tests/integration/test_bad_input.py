@@ -33,6 +33,7 @@ from tests.support.memory_stack import (
     MemoryStack,
     create_companion,
     create_user,
+    key_versions,
     memory_stack,
 )
 from tests.support.openai_server import OpenAIStubServer
@@ -162,9 +163,9 @@ async def test_any_key_is_normalized_or_refused_and_never_reaches_another_scope(
     else:
         saved = await stack.memory.remember(people.me, None, "FACT", key, f"v {uuid.uuid4()}")
         assert saved.key == expected and saved.user_id == people.me
-        history = await stack.memory.history(people.me, None, "FACT", key)
+        history = await key_versions(stack.pool, people.me, None, "FACT", key)
         assert history[0].id == saved.id
-        assert await stack.memory.history(people.bystander, None, "FACT", key) == []
+        assert await key_versions(stack.pool, people.bystander, None, "FACT", key) == []
     await assert_bystander_untouched(stack, people)
 
 

@@ -9,7 +9,8 @@ import pytest
 from core.errors import InvalidIdentity, InvalidInput
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.redis_cache import RedisCache
-from services.people.companion_service import CompanionService, requested_companion
+from services.people.companion_service import CompanionService
+from services.people.onboarding_service import OnboardingData
 from services.persona.pad import BigFive
 
 pytestmark = pytest.mark.integration
@@ -72,26 +73,24 @@ async def test_concurrent_first_resolves_make_exactly_one_default(
     assert await pool.fetchval("select count(*) from companions where user_id = $1", user) == 1
 
 
+def requested(attributes: dict[str, str] | None, metadata: str | None) -> str | None:
+    data = OnboardingData.from_participant(metadata, attributes)
+    return data.companion if data is not None else None
+
+
 async def test_a_participant_attribute_routes_the_session_to_the_named_companion(
     service: CompanionService, pool: ConnectionPool
 ) -> None:
     user = await new_user(pool)
     veda = await service.resolve(user)
     luna = await service.create(user, name="Luna", character="mentor")
-    requested = requested_companion({"companion": "luna"}, None)
-    assert (await service.resolve(user, requested=requested)).id == luna.id
-    by_id = requested_companion({"companion_id": str(veda.id)}, None)
+    by_name = requested({"companion": "luna"}, None)
+    assert (await service.resolve(user, requested=by_name)).id == luna.id
+    by_id = requested({"companion_id": str(veda.id)}, None)
     assert (await service.resolve(user, requested=by_id)).id == veda.id
-    from_metadata = requested_companion({}, json.dumps({"companion": "Luna"}))
+    from_metadata = requested({}, json.dumps({"companion_name": "Luna"}))
     assert (await service.resolve(user, requested=from_metadata)).id == luna.id
     assert (await service.resolve(user, requested=None)).id == veda.id
-
-
-def test_attributes_win_over_metadata_and_junk_metadata_is_ignored() -> None:
-    assert requested_companion({"companion": "Luna"}, '{"companion": "Veda"}') == "Luna"
-    assert requested_companion(None, "not json") is None
-    assert requested_companion({}, '["a list"]') is None
-    assert requested_companion({"companion": "  "}, None) is None
 
 
 async def test_an_unknown_or_foreign_companion_is_refused(

@@ -19,6 +19,7 @@ from tests.support.memory_stack import (
     MemoryStack,
     create_companion,
     create_user,
+    key_versions,
     memory_stack,
 )
 from tests.support.openai_server import OpenAIStubServer
@@ -195,11 +196,12 @@ async def test_a_later_session_supersedes_what_changed_and_keeps_what_did_not(
 
     assert (result.saved, result.unchanged) == (1, 1)
     assert (await world.current())["favorite_food"] == "ramen"
-    history = await world.stack.memory.history(
-        world.user, world.companion, "PREFERENCE", "favorite_food"
+    history = await key_versions(
+        world.stack.pool, world.user, world.companion, "PREFERENCE", "favorite_food"
     )
     assert [m.value for m in history] == ["ramen", "sushi"]
-    assert len(await world.stack.memory.history(world.user, world.companion, "FACT", "job")) == 1
+    jobs = await key_versions(world.stack.pool, world.user, world.companion, "FACT", "job")
+    assert len(jobs) == 1
     # The model is told the keys in use, so it can reuse them when something changes.
     system = world.chat_requests()[-1]["messages"][0]["content"]
     assert "PREFERENCE/favorite_food: sushi" in system

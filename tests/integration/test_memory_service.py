@@ -17,6 +17,7 @@ from tests.support.memory_stack import (
     MemoryStack,
     create_companion,
     create_user,
+    key_versions,
     memory_stack,
 )
 from tests.support.openai_server import OpenAIStubServer
@@ -72,7 +73,7 @@ async def test_saving_a_key_again_supersedes_the_old_value_and_keeps_it_in_histo
     second = await stack.memory.remember(user, None, "PREFERENCE", "favorite_food", "ramen")
 
     current = await stack.memory.current(user, None)
-    history = await stack.memory.history(user, None, "preference", "favorite food")
+    history = await key_versions(stack.pool, user, None, "preference", "favorite food")
 
     assert [m.value for m in current] == ["ramen"]
     assert current[0].content == "favorite food: ramen"
@@ -92,7 +93,7 @@ async def test_saving_the_current_value_again_is_a_no_op(stack: MemoryStack, clo
     again = await stack.memory.remember(user, None, "FACT", "Home City", "lisbon.")
 
     assert again.id == first.id
-    assert len(await stack.memory.history(user, None, "FACT", "home_city")) == 1
+    assert len(await key_versions(stack.pool, user, None, "FACT", "home_city")) == 1
 
 
 async def test_concurrent_saves_of_one_key_leave_exactly_one_current_value(
@@ -104,7 +105,7 @@ async def test_concurrent_saves_of_one_key_leave_exactly_one_current_value(
         *(stack.memory.remember(user, None, "PREFERENCE", "current_book", v) for v in values)
     )
 
-    history = await stack.memory.history(user, None, "PREFERENCE", "current_book")
+    history = await key_versions(stack.pool, user, None, "PREFERENCE", "current_book")
     assert await current_rows(stack.pool, user, "current_book") == 1
     assert len(history) == len(values)
     assert {m.id for m in history} == {m.id for m in saved}
@@ -146,7 +147,7 @@ async def test_a_statement_older_than_the_current_value_goes_to_history_only(
 
     assert late.superseded_at is not None
     assert [m.value for m in await stack.memory.current(user, None)] == ["nurse"]
-    assert [m.value for m in await stack.memory.history(user, None, "FACT", "job")] == [
+    assert [m.value for m in await key_versions(stack.pool, user, None, "FACT", "job")] == [
         "nurse", "student",
     ]
 
@@ -170,7 +171,8 @@ async def test_every_query_is_scoped_to_its_user_and_companion(stack: MemoryStac
     assert {x.id for x in await m.current(alice, kai)} == {shared.id, with_kai.id}
     assert {x.id for x in await m.current(alice, None)} == {shared.id}
     assert {x.id for x in await m.current(bob, bobs)} == {bobs_memory.id}
-    assert [x.id for x in await m.history(alice, veda, "FACT", "secret")] == [with_veda.id]
+    secrets = await key_versions(stack.pool, alice, veda, "FACT", "secret")
+    assert [x.id for x in secrets] == [with_veda.id]
     # Alice's session cannot reach Bob's memory, or another companion's, by id or by key.
     assert await m.forget(alice, veda, memory_id=bobs_memory.id) == 0
     assert await m.forget(alice, veda, memory_id=with_kai.id) == 0
@@ -238,7 +240,7 @@ async def test_forgetting_a_key_removes_every_version_of_it(
     keep = await stack.memory.remember(user, None, "FACT", "job", "teacher")
 
     assert await stack.memory.forget(user, None, key="Partner") == 2
-    assert await stack.memory.history(user, None, "PERSON", "partner") == []
+    assert await key_versions(stack.pool, user, None, "PERSON", "partner") == []
     assert [x.id for x in await stack.memory.current(user, None)] == [keep.id]
     assert await stack.memory.forget(user, None, memory_id=keep.id) == 1
     assert await stack.memory.current(user, None) == []

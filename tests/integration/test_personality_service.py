@@ -11,8 +11,7 @@ from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.redis_cache import RedisCache
 from services.people.companion_service import Companion, CompanionService
 from services.persona.pad import PAD, BigFive, temperament
-from services.persona.personality_service import PersonalityService
-from tests.support.openai_server import OpenAIStubServer
+from services.persona.personality_service import MoodState, PersonalityService
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +21,12 @@ async def new_user(pool: ConnectionPool) -> uuid.UUID:
     user = uuid.uuid4()
     await pool.execute("insert into users (id) values ($1)", user)
     return user
+
+async def mood_of(
+    service: PersonalityService, user: uuid.UUID, companion: Companion
+) -> MoodState:
+    return (await service.snapshot(user, companion)).mood
+
 
 HALF_LIFE_S = 1800.0
 QUIRK_HALF_LIFE_S = 14 * 86_400.0
@@ -90,7 +95,7 @@ async def companion(pool, cache, settings) -> Companion:
 async def test_a_new_pair_starts_at_the_companions_temperament(
     personality: PersonalityService, companion: Companion
 ) -> None:
-    state = await personality.state(companion.user_id, companion)
+    state = await mood_of(personality, companion.user_id, companion)
     assert state.mood == state.baseline == temperament(companion.traits)
     assert state.emotion == "content"
 
@@ -99,12 +104,12 @@ async def test_a_sad_turn_lowers_pleasure_and_a_happy_one_raises_it(
     personality: PersonalityService, companion: Companion
 ) -> None:
     user = companion.user_id
-    start = await personality.state(user, companion)
+    start = await mood_of(personality, user, companion)
     sad = await personality.on_user_turn(user, companion, "I failed my exam and I feel awful")
     assert sad.mood.pleasure < start.mood.pleasure
     happy = await personality.on_user_turn(user, companion, "Great news, I'm so happy!")
     assert happy.mood.pleasure > sad.mood.pleasure
-    assert (await personality.state(user, companion)).mood == happy.mood
+    assert (await mood_of(personality, user, companion)).mood == happy.mood
 
 
 async def test_mood_and_history_survive_a_new_service_over_the_same_database(
@@ -122,7 +127,7 @@ async def test_mood_and_history_survive_a_new_service_over_the_same_database(
     other_batcher = DatabaseBatcher(pool=pool, settings=settings)
     again = PersonalityService(pool=pool, cache=cache, batcher=other_batcher, settings=settings,
                                clock=clock)
-    state = await again.state(user, companion)
+    state = await mood_of(again, user, companion)
     assert close_to(state.mood, ended.mood)
     assert close_to(state.baseline, ended.baseline)
     assert again.stats()["db_loads"] == 1
@@ -145,10 +150,10 @@ async def test_time_pulls_the_mood_back_toward_its_baseline(
     gap = moved.mood.distance(moved.baseline)
     assert gap > 0.1
     clock.advance(HALF_LIFE_S)
-    half = await personality.state(user, companion)
+    half = await mood_of(personality, user, companion)
     assert half.mood.distance(half.baseline) == pytest.approx(gap / 2, rel=1e-3)
     clock.advance(20 * HALF_LIFE_S)
-    rested = await personality.state(user, companion)
+    rested = await mood_of(personality, user, companion)
     assert rested.mood.distance(rested.baseline) < 1e-3
     assert rested.emotion == "content"
 
@@ -157,7 +162,7 @@ async def test_session_end_drifts_the_baseline_a_bounded_step_toward_the_session
     personality: PersonalityService, companion: Companion, batcher, pool
 ) -> None:
     user = companion.user_id
-    before = (await personality.state(user, companion)).baseline
+    before = (await mood_of(personality, user, companion)).baseline
     for _ in range(4):
         await personality.on_user_turn(user, companion, "I feel so sad and lonely, I cried")
     after = (await personality.end_session(user, companion)).baseline
@@ -174,7 +179,7 @@ async def test_session_end_drifts_the_baseline_a_bounded_step_toward_the_session
 async def test_a_session_without_turns_leaves_the_baseline_where_it_was(
     personality: PersonalityService, companion: Companion
 ) -> None:
-    before = await personality.state(companion.user_id, companion)
+    before = await mood_of(personality, companion.user_id, companion)
     after = await personality.end_session(companion.user_id, companion)
     assert after.baseline == before.baseline
 
@@ -202,7 +207,7 @@ async def test_companions_of_one_user_keep_separate_moods(
     other = await CompanionService(pool=pool, cache=cache, settings=settings).create(
         companion.user_id, name="Luna", traits=BigFive(neuroticism=0.9))
     await personality.on_user_turn(companion.user_id, companion, "This is the worst day ever")
-    untouched = await personality.state(companion.user_id, other)
+    untouched = await mood_of(personality, companion.user_id, other)
     assert untouched.mood == temperament(other.traits)
 
 
@@ -250,43 +255,6 @@ async def test_describe_gives_one_compact_line_with_character_mood_and_needs(
     assert "\n" not in text and len(text) < 600
 
 
-async def test_the_llm_can_name_quirks_off_the_critical_path(
-    db_dsn, make_settings, clock, companion: Companion
-) -> None:
-    async with OpenAIStubServer() as srv:
-        srv.chat_script = [{"json": {"quirks": [
-            {"name": "Hums Songs", "description": "hums a tune when happy"},
-            {"name": "", "description": "nameless is skipped"},
-        ]}}]
-        settings = make_settings(openai_base_url=srv.base_url, openai_api_key="test")
-        llm_pool = await ConnectionPool.create(settings, dsn=db_dsn)
-        batcher = DatabaseBatcher(pool=llm_pool, settings=settings)
-        cache = await RedisCache.create(settings)
-        service = PersonalityService(pool=llm_pool, cache=cache, batcher=batcher,
-                                     settings=settings, clock=clock)
-        learned = await service.learn_quirks(
-            companion.user_id, companion, ["user: hi", "assistant: hmm-hmm, hello!"])
-        await batcher.flush()
-        stored = await llm_pool.fetch(
-            "select name, description from quirks where companion_id = $1", companion.id)
-        body = srv.requests_to("/v1/chat")[0].json
-        await batcher.aclose()
-        await cache.aclose()
-        await llm_pool.aclose()
-    assert [q.name for q in learned] == ["llm:hums_songs"]
-    assert [(r["name"], r["description"]) for r in stored] == [
-        ("llm:hums_songs", "hums a tune when happy")]
-    assert body["response_format"] == {"type": "json_object"}
-    assert companion.name in body["messages"][0]["content"]
-
-
-async def test_quirk_learning_without_an_llm_gives_nothing_and_raises_nothing(
-    personality: PersonalityService, companion: Companion
-) -> None:
-    assert await personality.learn_quirks(companion.user_id, companion, ["user: hi"]) == []
-    assert personality.stats()["llm_quirk_failures"] == 1
-
-
 async def test_workers_sharing_redis_see_each_others_mood_before_it_is_flushed(
     pool, settings, make_settings, redis_server, clock, companion: Companion
 ) -> None:
@@ -296,7 +264,7 @@ async def test_workers_sharing_redis_see_each_others_mood_before_it_is_flushed(
     one, two = (PersonalityService(pool=pool, cache=c, batcher=b, settings=settings, clock=clock)
                 for c, b in zip(caches, batchers, strict=True))
     state = await one.on_user_turn(companion.user_id, companion, "I'm thrilled, I won!")
-    assert (await two.state(companion.user_id, companion)).mood == state.mood
+    assert (await mood_of(two, companion.user_id, companion)).mood == state.mood
     for c in caches:
         await c.delete(f"personality:{companion.user_id}:{companion.id}")
         await c.aclose()

@@ -16,6 +16,7 @@ from openai import AsyncOpenAI
 
 from core.config import Settings
 from core.dates import utc_now
+from core.memory_records import MEMORY_COLUMNS, Memory, normalize_key
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.embeddings import OpenAIEmbedder
@@ -86,3 +87,22 @@ async def create_companion(pool: ConnectionPool, user_id: uuid.UUID, name: str) 
         "insert into public.companions (user_id, name) values ($1, $2) returning id",
         user_id, name,
     )
+
+
+async def key_versions(
+    pool: ConnectionPool,
+    user_id: uuid.UUID,
+    companion_id: uuid.UUID | None,
+    category: str,
+    key: str,
+) -> list[Memory]:
+    """Every value a key has had in exactly this scope, as stored: the current one first, then
+    newest first; what a test reads back to check supersession."""
+    rows = await pool.fetch(
+        f"select {MEMORY_COLUMNS} from public.memories "
+        "where user_id = $1 and companion_id is not distinct from $2 and kind = 'explicit' "
+        "and category = $3 and key = $4 "
+        "order by (superseded_at is not null), occurred_at desc, created_at desc",
+        user_id, companion_id, category.upper(), normalize_key(key),
+    )
+    return [Memory.from_record(r) for r in rows]
