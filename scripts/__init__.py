@@ -1,0 +1,1 @@
+"""Developer scripts: setup and the checks CI runs (scripts/check.sh)."""
