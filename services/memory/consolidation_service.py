@@ -185,8 +185,9 @@ class ConsolidationService:
                 through = rows[-1]["created_at"]
                 await self._pool.execute(
                     "update public.sessions set consolidated_through = "
-                    "greatest(coalesce(consolidated_through, '-infinity'), $2) where id = $1",
-                    session.id, through,
+                    "greatest(coalesce(consolidated_through, '-infinity'), $2) "
+                    "where id = $1 and user_id = $3",
+                    session.id, through, session.user_id,
                 )
                 session = _Session(
                     session.id, session.user_id, session.companion_id, through, session.timezone
@@ -210,11 +211,11 @@ class ConsolidationService:
         limit = self._settings.consolidation_max_messages
         rows = await self._pool.fetch(
             "select id, role, content, created_at from public.messages "
-            "where session_id = $1 and role in ('user', 'assistant') "
+            "where session_id = $1 and user_id = $5 and role in ('user', 'assistant') "
             "and created_at > coalesce($2, '-infinity'::timestamptz) "
             "and ($3::timestamptz is null or created_at <= $3) "
             "order by created_at, id limit $4",
-            session.id, session.consolidated_through, upper, limit,
+            session.id, session.consolidated_through, upper, limit, session.user_id,
         )
         if len(rows) == limit:
             # Never split messages sharing the boundary timestamp across two batches: the
@@ -223,9 +224,9 @@ class ConsolidationService:
             seen = {r["id"] for r in rows}
             rest = await self._pool.fetch(
                 "select id, role, content, created_at from public.messages "
-                "where session_id = $1 and role in ('user', 'assistant') and created_at = $2 "
-                "order by id",
-                session.id, last,
+                "where session_id = $1 and user_id = $3 and role in ('user', 'assistant') "
+                "and created_at = $2 order by id",
+                session.id, last, session.user_id,
             )
             rows = rows + [r for r in rest if r["id"] not in seen]
         return rows
@@ -354,7 +355,8 @@ class ConsolidationService:
         rows = await self._pool.fetch(
             "select s.id from public.sessions s "
             "where (s.ended_at is not null or s.last_activity_at < $1) "
-            "and exists (select 1 from public.messages m where m.session_id = s.id "
+            "and exists (select 1 from public.messages m "
+            "  where m.session_id = s.id and m.user_id = s.user_id "
             "  and m.role = 'user' "
             "  and m.created_at > coalesce(s.consolidated_through, '-infinity'::timestamptz)) "
             "order by s.last_activity_at limit $2",

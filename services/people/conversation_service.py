@@ -435,7 +435,8 @@ class ConversationService:
             "  returning id, started_at, summary) "
             "select s.started_at, s.summary, m.role, m.content, m.created_at from s "
             "left join lateral (select role, content, created_at from public.messages "
-            "  where session_id = s.id order by created_at desc limit $5) m on true "
+            "  where session_id = s.id and user_id = $2 "
+            "  order by created_at desc limit $5) m on true "
             "order by m.created_at",
             session_id, user_id, companion_id, room, RESUME_TURNS,
         )
@@ -494,9 +495,10 @@ class ConversationService:
         await self._pool.execute(
             "update public.sessions set ended_at = $2, "
             "last_activity_at = greatest(last_activity_at, $2), "
-            "turn_count = (select count(*) from public.messages m where m.session_id = $1) "
-            "where id = $1",
-            session.id, now,
+            "turn_count = (select count(*) from public.messages m "
+            "  where m.session_id = $1 and m.user_id = $3) "
+            "where id = $1 and user_id = $3",
+            session.id, now, session.user_id,
         )
         await self.invalidate(session.user_id, session.companion_id)
         self._counters["sessions_ended"] += 1
@@ -553,13 +555,15 @@ class ConversationService:
         tz = timezone_named(session.timezone)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "update public.sessions set summary = $2, summarized_at = now() where id = $1",
-                session.id, summary.summary,
+                "update public.sessions set summary = $2, summarized_at = now() "
+                "where id = $1 and user_id = $3",
+                session.id, summary.summary, session.user_id,
             )
             # A resumed session is summarized again; its earlier open follow-ups are replaced.
             await conn.execute(
-                "delete from public.follow_ups where session_id = $1 and status = 'open'",
-                session.id,
+                "delete from public.follow_ups "
+                "where session_id = $1 and user_id = $2 and status = 'open'",
+                session.id, session.user_id,
             )
             if summary.follow_ups:
                 await conn.executemany(

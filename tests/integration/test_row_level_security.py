@@ -3,16 +3,15 @@ the JWT's `sub` claim set for the transaction, a person sees and changes only th
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
 import pytest
 
 from infrastructure.connection_pool import ConnectionPool
+from tests.support.supabase_auth import as_authenticated, claims_for
 
 pytestmark = pytest.mark.integration
 
@@ -149,32 +148,6 @@ async def world(pool: ConnectionPool, db_dsn: str) -> World:
             for insert in INSERTS.values():
                 await insert(conn, owner)
     return World(a, b, db_dsn, pool)
-
-
-@asynccontextmanager
-async def as_authenticated(
-    dsn: str, claims: dict[str, str] | None, *, form: str = "claims"
-) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction running as Supabase's `authenticated` role with these JWT claims."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        async with conn.transaction():
-            await conn.execute("set local role authenticated")
-            if claims is not None and form == "claims":
-                await conn.execute(
-                    "select set_config('request.jwt.claims', $1, true)", json.dumps(claims)
-                )
-            elif claims is not None:
-                await conn.execute(
-                    "select set_config('request.jwt.claim.sub', $1, true)", claims["sub"]
-                )
-            yield conn
-    finally:
-        await conn.close()
-
-
-def claims_for(user_id: uuid.UUID) -> dict[str, str]:
-    return {"sub": str(user_id), "role": "authenticated"}
 
 
 async def privileged_count(pool: ConnectionPool, table: str, user_id: uuid.UUID) -> int:
