@@ -163,20 +163,23 @@ async def test_a_migration_changed_after_it_was_applied_stops_start_up_and_says_
         await conn.close()
 
 
+# What a Supabase project does: every new table in public is granted to its API roles.
+SUPABASE_DEFAULT_PRIVILEGES = (
+    "do $$ begin "
+    "if not exists (select 1 from pg_roles where rolname = 'anon') then "
+    "  create role anon nologin noinherit; end if; "
+    "if not exists (select 1 from pg_roles where rolname = 'authenticated') then "
+    "  create role authenticated nologin noinherit; end if; "
+    "end $$; "
+    "alter default privileges in schema public grant all on tables to anon, authenticated; "
+    "grant usage on schema public to anon, authenticated"
+)
+
+
 async def test_the_migration_ledger_is_closed_to_supabase_clients(empty_db: str) -> None:
     conn = await asyncpg.connect(empty_db)
     try:
-        # What a Supabase project does: every new table in public is granted to its API roles.
-        await conn.execute(
-            "do $$ begin "
-            "if not exists (select 1 from pg_roles where rolname = 'anon') then "
-            "  create role anon nologin noinherit; end if; "
-            "if not exists (select 1 from pg_roles where rolname = 'authenticated') then "
-            "  create role authenticated nologin noinherit; end if; "
-            "end $$; "
-            "alter default privileges in schema public grant all on tables to anon, authenticated; "
-            "grant usage on schema public to anon, authenticated"
-        )
+        await conn.execute(SUPABASE_DEFAULT_PRIVILEGES)
         await migrations.apply_pending(conn)
         ledger = "public.companion_schema_migrations"
         assert await conn.fetchval(
@@ -200,3 +203,23 @@ async def test_the_migration_ledger_is_closed_to_supabase_clients(empty_db: str)
         assert await conn.fetchval(f"select count(*) from {ledger}") == len(migrations.discover())
     finally:
         await conn.close()
+
+
+async def test_under_supabase_default_privileges_anon_keeps_no_grant_on_any_table(
+    empty_db: str,
+) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await conn.execute(SUPABASE_DEFAULT_PRIVILEGES)
+        await migrations.apply_pending(conn)
+        granted = await conn.fetch(
+            "select table_name, privilege_type from information_schema.role_table_grants "
+            "where grantee = 'anon' and table_schema = 'public' order by 1, 2"
+        )
+        tables = await conn.fetchval(
+            "select count(*) from pg_tables where schemaname = 'public'"
+        )
+    finally:
+        await conn.close()
+    assert tables >= len(EXPECTED_TABLES)
+    assert [tuple(r) for r in granted] == []

@@ -318,3 +318,24 @@ async def test_every_table_with_a_user_id_has_an_owner_only_policy(
                 f"select count(*) from public.{table} where user_id is distinct from $1",
                 world.a.user_id,
             ) == 0, table
+
+
+async def test_every_policy_calls_auth_uid_once_per_statement_not_once_per_row(
+    pool: ConnectionPool, db_dsn: str
+) -> None:
+    """`(select auth.uid())` is an InitPlan evaluated once; a bare `auth.uid()` runs per row."""
+    rows = await pool.fetch(
+        "select tablename, policyname, coalesce(qual, '') as qual, "
+        "coalesce(with_check, '') as with_check from pg_policies where schemaname = 'public'"
+    )
+    assert rows
+    for row in rows:
+        for clause in (row["qual"], row["with_check"]):
+            per_row = clause.replace("( SELECT auth.uid() AS uid)", "")
+            assert "auth.uid()" not in per_row, (row["tablename"], row["policyname"], clause)
+        assert "SELECT auth.uid()" in row["qual"] + row["with_check"], row["policyname"]
+    # As a Supabase client, the planner shows the call once, as an InitPlan above the scan.
+    async with as_authenticated(db_dsn, claims_for(uuid.uuid4())) as conn:
+        for table in ("messages", "memories", "users"):
+            plan = "\n".join(r[0] for r in await conn.fetch(f"explain select * from {table}"))
+            assert "InitPlan" in plan, plan
