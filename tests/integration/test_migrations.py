@@ -39,7 +39,8 @@ async def test_migrations_apply_once_and_reapply_as_a_no_op(empty_db: str) -> No
         tables = {r["tablename"] for r in await conn.fetch(
             "select tablename from pg_tables where schemaname = 'public'")}
         rls = {r["relname"] for r in await conn.fetch(
-            "select relname from pg_class where relrowsecurity and relnamespace = 'public'::regnamespace")}
+            "select relname from pg_class where relrowsecurity "
+            "and relnamespace = 'public'::regnamespace")}
     finally:
         await conn.close()
     assert first == [m.version for m in migrations.discover()]

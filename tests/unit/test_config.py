@@ -126,7 +126,7 @@ def test_settings_built_in_code_never_quote_a_bad_value_in_their_error(
     from core.config import Settings
 
     with pytest.raises(ValidationError) as err:
-        Settings(_env_file=None, **{field: value})  # type: ignore[arg-type]
+        Settings(_env_file=None, **{field: value})  # type: ignore[call-arg, arg-type]
     assert field in str(err.value)
     assert "hunter2" not in str(err.value) and "12345" not in str(err.value)
 

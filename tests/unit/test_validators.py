@@ -28,7 +28,8 @@ def test_arbitrary_text_is_either_a_canonical_uuid_or_refused_clearly(raw: str) 
         assert str(parsed) == raw.strip().lower()
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "mock_user", "123", "{12345678-1234-5678-1234-567812345678}",
+@pytest.mark.parametrize("raw", ["", "   ", "mock_user", "123",
+                                 "{12345678-1234-5678-1234-567812345678}",
                                  "urn:uuid:12345678-1234-5678-1234-567812345678", None, 42])
 def test_malformed_identities_are_refused(raw: object) -> None:
     with pytest.raises(InvalidIdentity):
