@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterable
 from typing import Any
 
 from livekit.agents import (
     Agent,
     AgentServer,
     AgentSession,
-    APIConnectOptions,
     JobContext,
     JobProcess,
     ModelSettings,
@@ -28,41 +25,25 @@ from livekit.agents import (
     ToolError,
     cli,
     function_tool,
-    get_job_context,
     llm,
-    tts,
 )
-from livekit.agents.types import NOT_GIVEN, NotGiven
-from livekit.agents.voice.agent_session import SessionConnectOptions
-from livekit.plugins import openai as lk_openai
 from livekit.plugins import silero
 
-from core.config import EmbeddingProvider, Settings, load_settings
-from core.errors import CompanionError, ConfigError, InvalidIdentity
+from core.config import EmbeddingProvider, load_settings
+from core.errors import InvalidIdentity
 from livekit_layer.companion_session import CompanionSession, SessionUser
+from livekit_layer.job import end_job, log_fields_for
+from livekit_layer.session_models import build_session, companion_voice
 from livekit_layer.session_open import open_session, open_successor
-from services.composition import Services, build_services
+from livekit_layer.tool_calls import tool_call
+from livekit_layer.worker_start import prepare_cli
+from services.composition import build_services
 from services.memory.profile_service import profile_line
 from services.people.companion_service import Companion
 from services.people.onboarding_service import OnboardingData
 from services.people.user_service import resolve_identity
-from uplift_tts import build_tts
 
 logger = logging.getLogger("companion.agent")
-
-# After the first immediate retry; a voice user is waiting, so keep it short.
-LLM_RETRY_INTERVAL_S = 1.0
-NEEDS_LLM = ("console", "dev", "start", "connect")
-NEEDS_SERVER = ("dev", "start", "connect")
-MISSING_LLM = (
-    "No language model is configured. Set OPENAI_API_KEY for OpenAI, or OPENAI_BASE_URL for an "
-    "OpenAI-compatible server (e.g. OPENAI_BASE_URL=http://localhost:11434/v1 for Ollama), in "
-    "the environment or in .env."
-)
-MISSING_SERVER = (
-    "No LiveKit server is configured. Set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET "
-    "(LiveKit Cloud or `livekit-server --dev`), or try `python agent.py console` locally."
-)
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -78,15 +59,6 @@ def prewarm(proc: JobProcess) -> None:
         from infrastructure.embeddings import LocalEmbedder
 
         proc.userdata["embedder"] = LocalEmbedder.load()
-
-
-@contextmanager
-def tool_errors() -> Iterator[None]:
-    """Errors the model should see become ToolError with their message and suggestion."""
-    try:
-        yield
-    except CompanionError as err:
-        raise ToolError(str(err)) from None
 
 
 class CompanionAgent(Agent):
@@ -162,42 +134,6 @@ class CompanionAgent(Agent):
         log_fields_for(successor)
         return True
 
-    def _writer(self, context: RunContext[Any]) -> SessionUser:
-        """The identity writes go to: the session's, and only if it is this agent's."""
-        user = context.session.userdata
-        with tool_errors():
-            if not isinstance(user, SessionUser):
-                raise InvalidIdentity("this session has no user", suggestion="reconnect")
-            self._c.guard.check(user.user_id, user.companion_id)
-        return user
-
-    @asynccontextmanager
-    async def _tool(
-        self, context: RunContext[Any], *, writes: bool = False, adds: int = 0
-    ) -> AsyncIterator[SessionUser]:
-        """What every tool does around its one service call: check identity, rate limits and
-        quota, screen the model's arguments, hold off silence nudges, map errors to ToolError.
-        """
-        user = self._writer(context)
-        services = self._c.services
-        call = context.function_call
-        with self._c.tool_running(), tool_errors():
-            await services.limits.check_tool_call(user.user_id, call.name)
-            if writes:
-                await services.limits.check_memory_write(user.user_id)
-            if adds:
-                await services.limits.check_memory_quota(user.user_id, adding=adds)
-            args = json.loads(call.arguments or "{}")
-            verdict = services.security.inspect_tool_args(
-                args, user_id=user.user_id, companion_id=user.companion_id
-            )
-            if verdict.flagged:
-                services.security.record_incident(
-                    user.user_id, user.companion_id, verdict, call.arguments
-                )
-                raise ToolError(services.security.refusal(verdict))
-            yield user
-
     @function_tool
     async def remember(
         self, context: RunContext[Any], category: str, key: str, value: str
@@ -209,7 +145,7 @@ class CompanionAgent(Agent):
             key: a short snake_case name for it, such as dog_name or favorite_food
             value: what to remember, such as "Rex, a golden retriever"
         """
-        async with self._tool(context, writes=True, adds=1) as user:
+        async with tool_call(self._c, context, writes=True, adds=1) as user:
             memory = await self._c.services.memory.remember(
                 user.user_id, user.companion_id, category, key, value,
                 source={"session_id": str(self._c.conversation.id), "via": "tool"},
@@ -223,7 +159,7 @@ class CompanionAgent(Agent):
         Args:
             query: what to look for, such as "their dog" or "the job interview"
         """
-        async with self._tool(context) as user:
+        async with tool_call(self._c, context) as user:
             found = await self._c.services.retrieval.search(
                 user.user_id, user.companion_id, query, k=5
             )
@@ -239,7 +175,7 @@ class CompanionAgent(Agent):
         Args:
             key: the key it was saved under, such as dog_name
         """
-        async with self._tool(context, writes=True) as user:
+        async with tool_call(self._c, context, writes=True) as user:
             count = await self._c.services.memory.forget(user.user_id, user.companion_id, key=key)
             await self._c.services.limits.forget_usage(user.user_id)
         if count == 0:
@@ -250,7 +186,7 @@ class CompanionAgent(Agent):
     @function_tool
     async def what_do_you_know_about_me(self, context: RunContext[Any]) -> str:
         """List everything you have saved about the user, to tell them when they ask."""
-        async with self._tool(context) as user:
+        async with tool_call(self._c, context) as user:
             memories = await self._c.services.memory.current(user.user_id, user.companion_id)
         return json.dumps({
             "profile": profile_line(self._c.profile) or "nothing yet",
@@ -278,7 +214,7 @@ class CompanionAgent(Agent):
                                     ("interests", interests), ("timezone", timezone)) if v}
         if not fields:
             raise ToolError("give at least one of name, preferred_name, interests, timezone")
-        async with self._tool(context, writes=True):
+        async with tool_call(self._c, context, writes=True):
             profile = await self._c.update_profile(**fields)
             await self.update_instructions(self._c.instructions())
         return json.dumps(
@@ -288,19 +224,19 @@ class CompanionAgent(Agent):
     @function_tool
     async def get_connection_pool_stats(self, context: RunContext[Any]) -> str:
         """Database connection pool health (getConnectionPoolStats): size, use, errors."""
-        async with self._tool(context):
+        async with tool_call(self._c, context):
             return json.dumps(self._c.services.pool.stats())
 
     @function_tool
     async def get_redis_cache_stats(self, context: RunContext[Any]) -> str:
         """Cache health (getRedisCacheStats): backend, hits, misses, fallbacks."""
-        async with self._tool(context):
+        async with tool_call(self._c, context):
             return json.dumps(self._c.services.cache.stats(), default=str)
 
     @function_tool
     async def get_database_batch_stats(self, context: RunContext[Any]) -> str:
         """Write batcher health (getDatabaseBatchStats): queued, written, retries, spooled."""
-        async with self._tool(context):
+        async with tool_call(self._c, context):
             return json.dumps(self._c.services.batcher.stats(), default=str)
 
     @function_tool
@@ -308,85 +244,13 @@ class CompanionAgent(Agent):
         """Memory health (getMemoryStats): this user's memories, retrieval, turn timings, and
         the injection screening and rate limits that guard them."""
         services = self._c.services
-        async with self._tool(context) as user:
+        async with tool_call(self._c, context) as user:
             stats = await services.rag.memory_stats(user.user_id, user.companion_id)
         return json.dumps({
             **stats, "embedder": services.embedder.stats(), "turn_ms": self._c.turn_ms.summary(),
             "session": self._c.stats(), "security": services.security.stats(),
             "limits": services.limits.stats(),
         }, default=str)
-
-
-def connect_options(settings: Settings) -> SessionConnectOptions:
-    """Bounded LLM retries and timeout: after them the session reports the error, and the
-    companion apologizes (CompanionSession.attach) instead of going silent."""
-    return SessionConnectOptions(
-        llm_conn_options=APIConnectOptions(
-            max_retry=settings.openai_max_retries,
-            retry_interval=LLM_RETRY_INTERVAL_S,
-            timeout=settings.openai_timeout_s,
-        )
-    )
-
-
-def build_llm(services: Services) -> lk_openai.LLM:
-    """The chat model over the shared client; the session retries, so the SDK does not (its
-    retries on top would multiply the wait)."""
-    return lk_openai.LLM(
-        model=services.settings.llm_model, client=services.pool.openai.with_options(max_retries=0)
-    )
-
-
-def build_session(ctx: JobContext, companion: CompanionSession) -> AgentSession[SessionUser]:
-    """STT, LLM and TTS from settings, all over the shared OpenAI-compatible client."""
-    services = companion.services
-    settings = services.settings
-    return AgentSession(
-        stt=lk_openai.STT(model=settings.stt_model, client=services.pool.openai),
-        llm=build_llm(services),
-        tts=build_tts(settings, http_session=services.pool.http),
-        vad=ctx.proc.userdata["vad"],
-        userdata=companion.user,
-        conn_options=connect_options(settings),
-    )
-
-
-def companion_voice(companion: CompanionSession) -> tts.TTS | NotGiven:
-    """The companion's own voice, or the session's default TTS when it has none.
-
-    Uplift voice ids look like `v_...`; anything else names an OpenAI voice. Set per agent, so a
-    hand-off to another companion also changes the voice.
-    """
-    voice = companion.companion.voice
-    if not voice:
-        return NOT_GIVEN
-    services = companion.services
-    field = "upliftai_voice_id" if voice.startswith("v_") else "tts_voice"
-    settings = services.settings.model_copy(update={field: voice})
-    return build_tts(settings, http_session=services.pool.http)
-
-
-def log_fields_for(companion: CompanionSession) -> None:
-    """Tag the job's log lines with the companion and conversation talking now."""
-    try:
-        ctx = get_job_context()
-    except RuntimeError:
-        return  # not inside a job (tests drive sessions directly)
-    ctx.log_context_fields = {
-        **ctx.log_context_fields, "companion_id": str(companion.companion.id),
-        "session_id": str(companion.conversation.id),
-    }
-
-
-def talking_companion(session: AgentSession[Any] | None) -> CompanionSession | None:
-    """The session of the companion `session` runs now (None before it started)."""
-    if session is None:
-        return None
-    try:
-        agent = session.current_agent
-    except RuntimeError:
-        return None
-    return agent.companion if isinstance(agent, CompanionAgent) else None
 
 
 server = AgentServer(setup_fnc=prewarm)
@@ -411,12 +275,7 @@ async def entrypoint(ctx: JobContext) -> None:
     session: AgentSession[SessionUser] | None = None
 
     async def end_of_job() -> None:
-        # One callback, in order: the summary needs the pool the services close afterwards.
-        # The companion talking now may not be the first one (called by name since).
-        for talking in (companion, talking_companion(session)):
-            if talking is not None:
-                await talking.close(wait=True)
-        await services.aclose()
+        await end_job(services, opened=companion, session=session)
 
     ctx.add_shutdown_callback(end_of_job)
     companion = await open_session(
@@ -424,7 +283,7 @@ async def entrypoint(ctx: JobContext) -> None:
         onboarding=OnboardingData.from_participant(participant.metadata, participant.attributes),
     )
     log_fields_for(companion)
-    session = build_session(ctx, companion)
+    session = build_session(companion, ctx.proc.userdata["vad"])
     companion.attach(session)
     # The participant left or the session failed: end the job, which ends the conversation.
     session.on("close", lambda _: ctx.shutdown(reason="session closed"))
@@ -432,28 +291,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 def main() -> None:
-    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
-    try:
-        settings = load_settings()
-    except ConfigError as err:
-        print(f"companion: {err}", file=sys.stderr)
-        sys.exit(2)
-    if command in NEEDS_LLM and not settings.has_llm_credentials:
-        print(f"companion: {MISSING_LLM}", file=sys.stderr)
-        sys.exit(2)
-    # The LiveKit CLI reads only the process environment; let .env values reach it too.
-    # LOG_LEVEL becomes the CLI's default --log-level: it sets the root logger, so ours too, and
-    # job processes inherit it. LiveKit spells WARNING as WARN.
-    os.environ.setdefault("LIVEKIT_LOG_LEVEL", settings.log_level.replace("WARNING", "WARN"))
-    if settings.livekit_url:
-        os.environ.setdefault("LIVEKIT_URL", settings.livekit_url)
-    for name, secret in (("LIVEKIT_API_KEY", settings.livekit_api_key),
-                         ("LIVEKIT_API_SECRET", settings.livekit_api_secret)):
-        if secret is not None:
-            os.environ.setdefault(name, secret.get_secret_value())
-    if command in NEEDS_SERVER and "--url" not in sys.argv and not os.environ.get("LIVEKIT_URL"):
-        print(f"companion: {MISSING_SERVER}", file=sys.stderr)
-        sys.exit(2)
+    prepare_cli(sys.argv)
     cli.run_app(server)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from livekit.agents import AgentSession
 
-from agent import connect_options
+from livekit_layer.session_models import connect_options
 from livekit_layer.session_open import open_session
 from services.composition import Services
 from services.people.onboarding_service import OnboardingData

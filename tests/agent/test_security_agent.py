@@ -18,8 +18,8 @@ import pytest
 from livekit.agents.stt import SpeechData, SpeechEvent, SpeechEventType
 from livekit.plugins import openai as lk_openai
 
-from agent import build_llm
 from core.config import Settings
+from livekit_layer.session_models import build_llm
 from services.composition import Services, build_services
 from services.safety.security_service import InjectionCategory, refusal_text
 from tests.agent.conftest import (

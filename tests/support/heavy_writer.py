@@ -5,7 +5,7 @@
 It builds the real services (`build_services`) over the given database, opens one session and
 logs turns through `CompanionSession.log_message` (messages and episodic memories through the
 batcher). On SIGTERM it stops writing and runs what the agent's job shutdown callback runs,
-`companion.close(wait=True)` then `Services.aclose()`, under the deadline LiveKit gives a job
+`livekit_layer.job.end_job`, under the deadline LiveKit gives a job
 process (`shutdown_process_timeout`, 10 s) before it kills it; past the deadline it exits at
 once with code 3, as the kill would, without any further cleanup.
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Settings
+from livekit_layer.job import end_job
 from livekit_layer.session_open import open_session
 from services.composition import build_services
 from tests.support.markers import marker_brain
@@ -91,13 +92,11 @@ async def run(args: argparse.Namespace) -> int:
         pending = await pending_embeddings()
         started = time.monotonic()
 
-        async def end_of_job() -> None:
-            # What agent.py registers with ctx.add_shutdown_callback, in the same order.
-            await companion.close(wait=True)
-            await services.aclose()
-
         try:
-            await asyncio.wait_for(end_of_job(), timeout=args.deadline_s)
+            # What agent.py's shutdown callback runs (no AgentSession here: one companion).
+            await asyncio.wait_for(
+                end_job(services, opened=companion, session=None), timeout=args.deadline_s
+            )
         except TimeoutError:
             emit("killed", messages=messages, batcher=services.batcher.stats())
             os._exit(3)  # what LiveKit's kill after shutdown_process_timeout leaves: nothing

@@ -1,0 +1,48 @@
+"""One job's bookkeeping around its session: which companion talks now, the job's log fields,
+and the end of the job (the one sequence the agent's shutdown callback runs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livekit.agents import AgentSession, get_job_context
+
+from livekit_layer.companion_session import CompanionSession
+from services.composition import Services
+
+
+def talking_companion(session: AgentSession[Any] | None) -> CompanionSession | None:
+    """The session of the companion `session` runs now (None before it started)."""
+    if session is None:
+        return None
+    try:
+        agent = session.current_agent
+    except RuntimeError:
+        return None
+    talking = getattr(agent, "companion", None)
+    return talking if isinstance(talking, CompanionSession) else None
+
+
+def log_fields_for(companion: CompanionSession) -> None:
+    """Tag the job's log lines with the companion and conversation talking now."""
+    try:
+        ctx = get_job_context()
+    except RuntimeError:
+        return  # not inside a job (tests drive sessions directly)
+    ctx.log_context_fields = {
+        **ctx.log_context_fields, "companion_id": str(companion.companion.id),
+        "session_id": str(companion.conversation.id),
+    }
+
+
+async def end_job(
+    services: Services, *, opened: CompanionSession | None, session: AgentSession[Any] | None
+) -> None:
+    """The end of a job, in this order: the conversation the job opened and the one talking now
+    (another companion may have been called by name since) close, with their summaries; then
+    the services, whose pool the summaries need. Closing a conversation twice is a no-op.
+    """
+    for talking in (opened, talking_companion(session)):
+        if talking is not None:
+            await talking.close(wait=True)
+    await services.aclose()

@@ -1,0 +1,54 @@
+"""Before the LiveKit CLI runs: settings parsed and checked, with one clear message instead of
+a traceback, and the values the CLI reads from the process environment put there."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from core.config import load_settings
+from core.errors import ConfigError
+
+NEEDS_LLM = ("console", "dev", "start", "connect")
+NEEDS_SERVER = ("dev", "start", "connect")
+MISSING_LLM = (
+    "No language model is configured. Set OPENAI_API_KEY for OpenAI, or OPENAI_BASE_URL for an "
+    "OpenAI-compatible server (e.g. OPENAI_BASE_URL=http://localhost:11434/v1 for Ollama), in "
+    "the environment or in .env."
+)
+MISSING_SERVER = (
+    "No LiveKit server is configured. Set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET "
+    "(LiveKit Cloud or `livekit-server --dev`), or try `python agent.py console` locally."
+)
+
+
+def prepare_cli(argv: Sequence[str]) -> None:
+    """Check what the command in `argv` needs; exit with code 2 and a message if it is missing.
+
+    The LiveKit CLI reads only the process environment, so .env values are copied there.
+    LOG_LEVEL becomes the CLI's default `--log-level`: the CLI sets the root logger, so ours
+    too, and job processes inherit it (LiveKit spells WARNING as WARN).
+    """
+    command = next((a for a in argv[1:] if not a.startswith("-")), "")
+    try:
+        settings = load_settings()
+    except ConfigError as err:
+        stop(str(err))
+    if command in NEEDS_LLM and not settings.has_llm_credentials:
+        stop(MISSING_LLM)
+    os.environ.setdefault("LIVEKIT_LOG_LEVEL", settings.log_level.replace("WARNING", "WARN"))
+    if settings.livekit_url:
+        os.environ.setdefault("LIVEKIT_URL", settings.livekit_url)
+    for name, secret in (("LIVEKIT_API_KEY", settings.livekit_api_key),
+                         ("LIVEKIT_API_SECRET", settings.livekit_api_secret)):
+        if secret is not None:
+            os.environ.setdefault(name, secret.get_secret_value())
+    if command in NEEDS_SERVER and "--url" not in argv and not os.environ.get("LIVEKIT_URL"):
+        stop(MISSING_SERVER)
+
+
+def stop(message: str) -> NoReturn:
+    print(f"companion: {message}", file=sys.stderr)
+    sys.exit(2)
