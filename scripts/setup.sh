@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (Python 3.11, pip, apt) for the companion.
 #   scripts/setup.sh          runtime: PortAudio, venv, runtime deps + local embedding model
-#   scripts/setup.sh --test   also redis-server and the test dependencies
+#   scripts/setup.sh --test   also redis-server, espeak-ng (speech the voice tests say) and the
+#                             test dependencies
 #   scripts/setup.sh --bench  also the benchmark peers (mem0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ profile="${1:-run}"
 apt_packages=(libportaudio2)
 case "$profile" in
   run) reqs=requirements.txt; extra=requirements-local.txt ;;
-  --test) reqs=requirements-test.txt; extra=""; apt_packages+=(redis-server) ;;
+  --test) reqs=requirements-test.txt; extra=""; apt_packages+=(redis-server espeak-ng) ;;
   --bench) reqs=requirements-bench.txt; extra=""; apt_packages+=(redis-server) ;;
   *) echo "usage: scripts/setup.sh [--test|--bench]" >&2; exit 2 ;;
 esac

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 import numpy as np
 import openai
 import pytest
+from livekit import rtc
 from openai import AsyncOpenAI
 
 from tests.support.openai_server import OpenAIStubServer
+from tests.support.speech import speak
 
 pytestmark = pytest.mark.integration
 
@@ -267,22 +269,62 @@ async def test_speech_returns_raw_pcm_tone_at_24khz(
         model="gpt-4o-mini-tts", voice="ash", input="hello", response_format="pcm"
     )
     audio = np.frombuffer(response.content, dtype="<i2")
-    assert len(audio) == int(24_000 * srv.speech_seconds)
+    assert len(audio) == int(24_000 * srv.speech.seconds)
     assert np.abs(audio).max() > 1000
     assert srv.requests[0].json["voice"] == "ash"
+
+
+def wav_of(pcm: bytes, sample_rate: int = 16_000) -> bytes:
+    return rtc.AudioFrame(pcm, sample_rate, 1, len(pcm) // 2).to_wav_bytes()
 
 
 async def test_transcription_returns_the_configured_transcript(
     srv: OpenAIStubServer, client: AsyncOpenAI
 ) -> None:
-    srv.transcript = "remember my sister is called Ana"
+    srv.transcriptions.transcript = "remember my sister is called Ana"
+    wav = wav_of(bytes(3_200))
     result = await client.audio.transcriptions.create(
-        model="gpt-4o-mini-transcribe", file=("a.wav", b"RIFF0000WAVE", "audio/wav")
+        model="gpt-4o-mini-transcribe", file=("a.wav", wav, "audio/wav")
     )
     assert result.text == "remember my sister is called Ana"
     form = srv.requests[0].form or {}
     assert form["model"] == "gpt-4o-mini-transcribe"
-    assert form["file"]["filename"] == "a.wav"
+    assert form["file"] == {"filename": "a.wav", "size": len(wav)}
+    [heard] = srv.transcriptions.heard
+    assert (heard.sample_rate, heard.channels, heard.duration) == (16_000, 1, 0.1)
+
+
+async def test_transcription_refuses_what_is_not_a_wav_file(
+    srv: OpenAIStubServer, client: AsyncOpenAI
+) -> None:
+    with pytest.raises(openai.BadRequestError, match="Invalid file format"):
+        await client.audio.transcriptions.create(
+            model="gpt-4o-mini-transcribe", file=("a.wav", b"RIFF0000WAVE", "audio/wav")
+        )
+
+
+async def test_transcription_answers_the_registered_utterance_the_audio_holds(
+    srv: OpenAIStubServer, client: AsyncOpenAI
+) -> None:
+    dog = await speak("My dog's name is Rex.", sample_rate=16_000)
+    other = await speak("What is my dog called?", sample_rate=16_000)
+    srv.transcriptions.register(dog, other)
+    srv.transcriptions.max_extra_s = 1.0
+    silence = bytes(2 * 8_000)  # half a second, as a VAD keeps around speech
+
+    result = await client.audio.transcriptions.create(
+        model="gpt-4o-mini-transcribe", file=("a.wav", wav_of(silence + dog.voiced + silence))
+    )
+
+    assert result.text == dog.text
+    # Too much around it, a sample missing, or another rate: not that utterance.
+    for pcm, rate in ((silence * 3 + dog.voiced, 16_000), (dog.voiced[2:], 16_000),
+                      (dog.resampled(24_000).voiced, 24_000)):
+        with pytest.raises(openai.BadRequestError, match="matches 0 registered utterances"):
+            await client.audio.transcriptions.create(
+                model="gpt-4o-mini-transcribe", file=("a.wav", wav_of(pcm, rate))
+            )
+    assert [h.text for h in srv.transcriptions.heard] == [dog.text, None, None, None]
 
 
 async def test_livekit_openai_tts_decodes_the_stub_speech(srv: OpenAIStubServer) -> None:
@@ -295,7 +337,7 @@ async def test_livekit_openai_tts_decodes_the_stub_speech(srv: OpenAIStubServer)
         await tts.aclose()
     samples = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
     assert {f.sample_rate for f in frames} == {24_000}
-    assert len(samples) > 0.8 * 24_000 * srv.speech_seconds
+    assert len(samples) > 0.8 * 24_000 * srv.speech.seconds
     assert np.abs(samples).max() > 1000
     body = srv.requests_to("/audio/speech")[0].json
     assert body["response_format"] == "mp3"

@@ -325,7 +325,7 @@ async def test_an_uplift_error_message_falls_back_to_openai_tts_without_retrying
     frame = await engine.synthesize(TEXT).collect()
 
     assert frame.sample_rate == OPENAI_RATE
-    assert frame.duration == pytest.approx(openai_stub.speech_seconds, abs=0.02)
+    assert frame.duration == pytest.approx(openai_stub.speech.seconds, abs=0.02)
     [speech] = speech_requests(openai_stub)
     assert speech["input"] == TEXT
     assert speech["model"] == "gpt-4o-mini-tts" and speech["voice"] == "ash"
@@ -346,7 +346,7 @@ async def test_a_transient_uplift_error_is_retried_once_before_falling_back(
 
     frame = await engine.synthesize(TEXT).collect()
 
-    assert frame.duration == pytest.approx(openai_stub.speech_seconds, abs=0.02)
+    assert frame.duration == pytest.approx(openai_stub.speech.seconds, abs=0.02)
     assert len(speech_requests(openai_stub)) == 1
     await asyncio.wait_for(recovered.wait(), timeout=30)
     assert uplift.texts() == [TEXT, TEXT, TEXT]  # first try, one retry, then the probe
@@ -360,7 +360,7 @@ async def test_an_unreachable_uplift_falls_back_to_openai_tts(
     frame = await engine.synthesize(TEXT).collect()
 
     assert frame.sample_rate == OPENAI_RATE
-    assert frame.duration == pytest.approx(openai_stub.speech_seconds, abs=0.02)
+    assert frame.duration == pytest.approx(openai_stub.speech.seconds, abs=0.02)
     assert [r["input"] for r in speech_requests(openai_stub)] == [TEXT]
 
 
@@ -371,7 +371,7 @@ async def test_a_refused_uplift_key_falls_back_to_openai_tts(
 
     frame = await engine.synthesize(TEXT).collect()
 
-    assert frame.duration == pytest.approx(openai_stub.speech_seconds, abs=0.02)
+    assert frame.duration == pytest.approx(openai_stub.speech.seconds, abs=0.02)
     assert uplift.requests == []
     assert {"token": "sk_api_revoked"} in uplift.connects
 
@@ -389,7 +389,7 @@ async def test_streamed_speech_falls_back_to_openai_tts_sentence_by_sentence(
 
     assert frame.sample_rate == OPENAI_RATE
     assert [r["input"] for r in speech_requests(openai_stub)] == [first, second]
-    assert frame.duration == pytest.approx(2 * openai_stub.speech_seconds, abs=0.04)
+    assert frame.duration == pytest.approx(2 * openai_stub.speech.seconds, abs=0.04)
 
 
 # --- choosing the provider -----------------------------------------------------------------------
@@ -430,7 +430,7 @@ async def test_tts_provider_openai_puts_openai_first_and_keeps_uplift_as_fallbac
 
     assert isinstance(engine, tts.FallbackAdapter)
     assert [type(t) for t in engine._tts_instances] == [lk_openai.TTS, UpliftTTS]
-    assert frame.duration == pytest.approx(openai_stub.speech_seconds, abs=0.02)
+    assert frame.duration == pytest.approx(openai_stub.speech.seconds, abs=0.02)
     assert uplift.requests == []
 
 

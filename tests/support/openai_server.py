@@ -23,13 +23,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import json
-import math
 import re
 import time
 import uuid
-import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +34,11 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from tests.support.openai_audio import SpeechEndpoint, TranscriptionEndpoint, read_form
+
 ChatStep = Any  # str | dict | Callable[[dict], ChatStep]
 EmbedFn = Callable[[str, int], Sequence[float]]
 
-SPEECH_SAMPLE_RATE = 24_000
 MODEL_DIMENSIONS = {
     "text-embedding-3-small": 1536,
     "text-embedding-3-large": 3072,
@@ -55,21 +53,6 @@ _ERROR_KINDS = {
     500: ("server_error", "server_error"),
     502: ("server_error", "bad_gateway"),
     503: ("server_error", "service_unavailable"),
-}
-_AUDIO_MIME = {
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",
-    "aac": "audio/aac",
-    "flac": "audio/flac",
-    "wav": "audio/wav",
-    "pcm": "audio/pcm",
-}
-# PyAV container/codec per response_format (wav and pcm are written without PyAV).
-_AV_FORMATS = {
-    "mp3": ("mp3", "libmp3lame"),
-    "opus": ("ogg", "libopus"),
-    "aac": ("adts", "aac"),
-    "flac": ("flac", "flac"),
 }
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -148,42 +131,6 @@ def _count_tokens(text: str) -> int:
     return max(1, len(text.split()))
 
 
-def _tone_pcm(seconds: float, sample_rate: int = SPEECH_SAMPLE_RATE) -> bytes:
-    # A 440 Hz tone at a third of full scale: audible, clearly non-silent, never clipping.
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    samples = (np.sin(2 * math.pi * 440.0 * t) * 32767 / 3).astype("<i2")
-    return samples.tobytes()
-
-
-def encode_audio(pcm: bytes, response_format: str, sample_rate: int = SPEECH_SAMPLE_RATE) -> bytes:
-    """Mono 16-bit PCM in the container OpenAI's speech endpoint uses for `response_format`."""
-    if response_format == "pcm":
-        return pcm
-    if response_format == "wav":
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(sample_rate)
-            wav.writeframes(pcm)
-        return buf.getvalue()
-    import av  # only the compressed formats need it; it ships with livekit-agents
-
-    container_name, codec = _AV_FORMATS[response_format]
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=container_name) as container:
-        stream = container.add_stream(codec, rate=sample_rate)
-        stream.layout = "mono"
-        samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = sample_rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
-
-
 class OpenAIStubServer:
     """OpenAI-compatible HTTP server on 127.0.0.1 (a free port) with scripted answers.
 
@@ -191,8 +138,8 @@ class OpenAIStubServer:
         chat_script: list of chat steps, or a callable(request_json) -> step.
         default_chat: answers chat requests once a list script is empty.
         embed_fn: callable(text, dimensions) -> vector; default `hashed_bag_of_words`.
-        transcript: the text /audio/transcriptions returns (or callable(form) -> text).
-        speech_seconds: length of the tone /audio/speech returns.
+        speech: /audio/speech (`speech.seconds`, `speech.voice`, `speech.spoken`).
+        transcriptions: /audio/transcriptions (`transcript`, `register(utterance)`, `heard`).
         delay_s: path prefix -> seconds added before answering each matching request.
         api_key: when set, requests without `Authorization: Bearer <api_key>` get 401.
         requests: every request received, in order.
@@ -204,7 +151,6 @@ class OpenAIStubServer:
         chat_script: list[ChatStep] | Callable[[dict[str, Any]], ChatStep] | None = None,
         default_chat: Callable[[dict[str, Any]], ChatStep] = echo_last_user_message,
         embed_fn: EmbedFn | None = None,
-        transcript: str | Callable[[dict[str, Any]], str] = "hello there",
         api_key: str | None = None,
         models: Sequence[str] = ("stub-model", "text-embedding-3-small", "gpt-4o-mini-tts"),
     ) -> None:
@@ -213,8 +159,8 @@ class OpenAIStubServer:
         )
         self.default_chat = default_chat
         self.embed_fn: EmbedFn = embed_fn or hashed_bag_of_words
-        self.transcript = transcript
-        self.speech_seconds = 0.25
+        self.speech = SpeechEndpoint()
+        self.transcriptions = TranscriptionEndpoint()
         self.delay_s: dict[str, float] = {}
         self.api_key = api_key
         self.models = list(models)
@@ -348,7 +294,7 @@ class OpenAIStubServer:
     async def _pause(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._closing.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def _take_fault(self, path: str, *, hang: bool) -> _Fault | None:
@@ -506,54 +452,16 @@ class OpenAIStubServer:
     # --- audio ----------------------------------------------------------------------------------
 
     async def _speech(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        if not body.get("input"):
-            return _error(400, "'input' is required")
-        response_format = body.get("response_format") or "mp3"
-        if response_format not in _AUDIO_MIME:
-            return _error(400, f"unsupported response_format {response_format!r}")
-        audio = await asyncio.to_thread(
-            encode_audio, _tone_pcm(self.speech_seconds), response_format
-        )
-        if body.get("stream_format") != "sse":
-            return web.Response(body=audio, headers={"Content-Type": _AUDIO_MIME[response_format]})
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        step = 4096
-        for start in range(0, len(audio), step):
-            event = {
-                "type": "speech.audio.delta",
-                "audio": base64.b64encode(audio[start : start + step]).decode("ascii"),
-            }
-            await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-        tokens = _count_tokens(body["input"])
-        done = {
-            "type": "speech.audio.done",
-            "usage": {"input_tokens": tokens, "output_tokens": 10, "total_tokens": tokens + 10},
-        }
-        await resp.write(b"data: " + json.dumps(done).encode() + b"\n\n")
-        await resp.write_eof()
-        return resp
+        return await self.speech.answer(request, await request.json())
 
     async def _transcriptions(self, request: web.Request) -> web.Response:
-        form: dict[str, Any] = {}
-        async for part in await request.multipart():
-            if part.filename:  # type: ignore[union-attr]
-                data = await part.read()  # type: ignore[union-attr]
-                form[part.name or "file"] = {"filename": part.filename, "size": len(data)}
-            else:
-                form[part.name or ""] = await part.text()  # type: ignore[union-attr]
-        request[_RECORD].form = form
-        if "file" not in form:
-            return _error(400, "'file' is required")
-        text = self.transcript(form) if callable(self.transcript) else self.transcript
-        response_format = form.get("response_format", "json")
-        if response_format == "text":
-            return web.Response(text=text, content_type="text/plain")
-        if response_format == "verbose_json":
-            verbose = {"task": "transcribe", "language": "english", "duration": 1.0}
-            return web.json_response({**verbose, "text": text, "segments": []})
-        return web.json_response({"text": text, "usage": {"type": "duration", "seconds": 1}})
+        form = await read_form(request)
+        # Recorded without the audio itself: the sizes are what the tests compare.
+        request[_RECORD].form = {
+            k: {n: v for n, v in f.items() if n != "data"} if isinstance(f, dict) else f
+            for k, f in form.items()
+        }
+        return await self.transcriptions.answer(request, form)
 
     # --- models ----------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import numpy as np
 import socketio  # type: ignore[import-untyped]
 from aiohttp import web
 
-from tests.support.openai_server import encode_audio
+from tests.support.openai_audio import encode_audio
 
 NAMESPACE = "/text-to-speech/multi-stream"
 SAMPLE_RATE = 22_050
