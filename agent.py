@@ -223,9 +223,11 @@ class CompanionAgent(Agent):
 
     @function_tool
     async def get_connection_pool_stats(self, context: RunContext[Any]) -> str:
-        """Database connection pool health (getConnectionPoolStats): size, use, errors."""
+        """Connection pool health (getConnectionPoolStats): the database pool's size, use and
+        errors, and the model servers' HTTP client."""
+        services = self._c.services
         async with tool_call(self._c, context):
-            return json.dumps(self._c.services.pool.stats())
+            return json.dumps({**services.pool.stats(), "model_clients": services.models.stats()})
 
     @function_tool
     async def get_redis_cache_stats(self, context: RunContext[Any]) -> str:

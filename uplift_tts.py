@@ -100,7 +100,7 @@ def build_tts(settings: Settings, *, http_session: httpx.AsyncClient | None = No
 
     Args:
         settings: parsed settings; UPLIFTAI_API_KEY / TTS_PROVIDER decide the provider.
-        http_session: shared HTTP client (e.g. `ConnectionPool.http`) for OpenAI TTS requests;
+        http_session: shared HTTP client (e.g. `ModelClients.http`) for OpenAI TTS requests;
             it stays open when the TTS is closed. None: OpenAI TTS opens and closes its own.
     """
     uplift_key = settings.upliftai_api_key

@@ -390,6 +390,7 @@ class _Timer:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from core.config import Settings
+    from infrastructure import migrations
     from infrastructure.connection_pool import ConnectionPool
     from infrastructure.database_batcher import DatabaseBatcher
     from infrastructure.embeddings import LocalEmbedder
@@ -409,6 +410,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             _env_file=None, redis_enabled=False, embedded_pg_dir=workdir / "unused",
             batch_spool_dir=workdir / "spool",
         )
+        await migrations.migrate(dsn, settings)
         pool = await ConnectionPool.create(settings, dsn=dsn)
         cache = await RedisCache.create(settings)
         batcher = DatabaseBatcher(pool=pool, settings=settings)

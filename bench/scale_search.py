@@ -99,7 +99,7 @@ class Synth:
 
 
 async def load_rows(pool: Any, user_id: uuid.UUID, rows: list[tuple[str, np.ndarray, datetime]]):
-    from infrastructure.connection_pool import encode_vector
+    from infrastructure.vector_codec import encode_vector
 
     await pool.execute("insert into public.users (id) values ($1) on conflict do nothing", user_id)
     for start in range(0, len(rows), 5_000):
@@ -174,6 +174,7 @@ async def measure(pool, engine, target: uuid.UUID, queries, label: str) -> dict[
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from core.config import Settings
+    from infrastructure import migrations
     from infrastructure.connection_pool import ConnectionPool
     from rag_system.engine import RetrievalEngine
     from rag_system.tuning import RetrievalTuning
@@ -183,6 +184,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     with embedded_postgres() as dsn:
         # Index builds over 150k rows take longer than the default statement timeout.
         settings = Settings(_env_file=None, redis_enabled=False, db_command_timeout_s=3_600)
+        await migrations.migrate(dsn, settings)
         pool = await ConnectionPool.create(settings, dsn=dsn)
         base = RetrievalTuning(exact_scan_max_rows=args.exact_max or 3_000)
         engines = {

@@ -30,7 +30,8 @@ from tenacity import (
 
 from core.config import Settings
 from core.errors import InvalidInput, StorageUnavailable
-from infrastructure.connection_pool import TRANSIENT_DB_ERRORS, ConnectionPool
+from infrastructure.connection_pool import ConnectionPool
+from infrastructure.db_errors import error_name, is_transient
 from infrastructure.spool import Spool, SpoolCodecError, SpoolEntry, check_spoolable
 
 logger = logging.getLogger(__name__)
@@ -45,32 +46,7 @@ RETRY_JITTER_S = 0.1
 # How soon after a spill this process tries its own spool files again once writes succeed.
 RESPOOL_REPLAY_INTERVAL_S = 30.0
 
-# Client-side asyncpg errors that subclass InterfaceError (so look transient) but are about the
-# arguments or the setup: retrying the same call cannot help.
-_CLIENT_MISTAKES: tuple[type[BaseException], ...] = (
-    asyncpg_base.DataError,
-    asyncpg_base.ClientConfigurationError,
-    asyncpg_base.UnsupportedClientFeatureError,
-)
 _PLACEHOLDER = re.compile(r"\$(\d+)")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether the same write may succeed later, unchanged."""
-    if isinstance(exc, StorageUnavailable):
-        # ConnectionPool wraps driver errors; judge by the original one when it is kept.
-        if exc.__cause__ is None:
-            return exc.retryable
-        return is_transient(exc.__cause__)
-    if isinstance(exc, _CLIENT_MISTAKES):
-        return False
-    return isinstance(exc, TRANSIENT_DB_ERRORS)
-
-
-def _error_name(exc: BaseException) -> str:
-    if isinstance(exc, StorageUnavailable) and exc.__cause__ is not None:
-        return type(exc.__cause__).__name__
-    return type(exc).__name__
 
 
 def _broken(conn: Any) -> StorageUnavailable:
@@ -290,7 +266,7 @@ class DatabaseBatcher:
                 raise
             except Exception as exc:
                 # One bad flush must not end background writing for the rest of the process.
-                self._last_error = _error_name(exc)
+                self._last_error = error_name(exc)
                 logger.exception("batcher flush loop iteration failed; continuing")
                 await asyncio.sleep(interval)
 
@@ -335,7 +311,7 @@ class DatabaseBatcher:
             await self._retrying(self._execute_groups, groups, attempts=attempts)
         except Exception as exc:
             self._failures += 1
-            self._last_error = _error_name(exc)
+            self._last_error = error_name(exc)
             if is_transient(exc):
                 self._healthy = False
                 logger.error(
@@ -379,7 +355,7 @@ class DatabaseBatcher:
                 await self._retrying(self._execute_one, item, attempts=attempts)
             except Exception as exc:
                 self._failures += 1
-                self._last_error = _error_name(exc)
+                self._last_error = error_name(exc)
                 if is_transient(exc):
                     self._healthy = False
                     rest = items[index:]
@@ -399,12 +375,12 @@ class DatabaseBatcher:
         # Constraint names are schema, not user data; the message and detail may hold values.
         logger.warning(
             "batcher: database refused a write (op=%s, error=%s, constraint=%s); kept in %s",
-            item.op, _error_name(exc), getattr(cause, "constraint_name", None),
+            item.op, error_name(exc), getattr(cause, "constraint_name", None),
             "rejected.jsonl",
         )
         entry = SpoolEntry(item.op, item.sql, item.args)
         try:
-            await asyncio.to_thread(self._spool.write_rejected, entry, _error_name(exc))
+            await asyncio.to_thread(self._spool.write_rejected, entry, error_name(exc))
         except (OSError, SpoolCodecError) as write_exc:
             logger.error(
                 "batcher could not keep a refused write (op=%s, %s)",
@@ -437,7 +413,7 @@ class DatabaseBatcher:
         if state.outcome is not None and state.outcome.failed:
             exc = state.outcome.exception()
             if exc is not None:
-                self._last_error = _error_name(exc)
+                self._last_error = error_name(exc)
         logger.debug("batcher retrying a write (attempt %s)", state.attempt_number)
 
     # --- spool -------------------------------------------------------------------------------

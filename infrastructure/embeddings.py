@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
     from infrastructure.connection_pool import ConnectionPool
+    from infrastructure.model_clients import ModelClients
 
 logger = logging.getLogger(__name__)
 
@@ -455,7 +456,7 @@ class LocalEmbedder(_CachedEmbedder):
 
 
 def build_embedder(
-    settings: Settings, pool: ConnectionPool, *, local: LocalEmbedder | None = None
+    settings: Settings, models: ModelClients, *, local: LocalEmbedder | None = None
 ) -> Embedder:
     """The embedder `settings` asks for; `local` is the one loaded in prewarm, if any."""
     if settings.embedding_provider is EmbeddingProvider.OPENAI:
@@ -472,7 +473,7 @@ def build_embedder(
             settings.embedding_dimensions,
         )
         return OpenAIEmbedder(
-            client=pool.openai, model=model, dimensions=settings.embedding_dimensions
+            client=models.openai, model=model, dimensions=settings.embedding_dimensions
         )
     logger.info(
         "embeddings: local %s, %s dimensions (EMBEDDING_PROVIDER=local, prewarmed=%s)",

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import asyncpg
 
-from core.config import PROJECT_ROOT
+from core.config import PROJECT_ROOT, Settings
 from core.errors import MigrationError
+from infrastructure.postgres_dsn import CONNECT_ERRORS, PostgresDsn, could_not_connect
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,18 @@ def check_unchanged(migrations: list[Migration], recorded: dict[str, str]) -> No
             "log -- supabase/migrations/<file> shows its history) and put the change in a new "
             "file supabase/migrations/<YYYYMMDDHHMMSS>_<what>.sql",
         )
+
+
+async def migrate(dsn: str, settings: Settings) -> list[str]:
+    """Apply pending migrations over one connection of their own; the versions applied."""
+    conn = await PostgresDsn.parse(dsn, settings).connect()
+    try:
+        return await apply_pending(conn)
+    except CONNECT_ERRORS as exc:
+        # A failed SQL file is a MigrationError; this is the server or the link giving way.
+        raise could_not_connect(exc) from None
+    finally:
+        await conn.close()
 
 
 async def apply_pending(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:

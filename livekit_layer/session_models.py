@@ -34,7 +34,7 @@ def build_llm(services: Services) -> lk_openai.LLM:
     """The chat model over the shared client; the session retries, so the SDK does not (its
     retries on top would multiply the wait)."""
     return lk_openai.LLM(
-        model=services.settings.llm_model, client=services.pool.openai.with_options(max_retries=0)
+        model=services.settings.llm_model, client=services.models.openai.with_options(max_retries=0)
     )
 
 
@@ -44,9 +44,9 @@ def build_session(companion: CompanionSession, vad: VAD) -> AgentSession[Session
     services = companion.services
     settings = services.settings
     return AgentSession(
-        stt=lk_openai.STT(model=settings.stt_model, client=services.pool.openai),
+        stt=lk_openai.STT(model=settings.stt_model, client=services.models.openai),
         llm=build_llm(services),
-        tts=build_tts(settings, http_session=services.pool.http),
+        tts=build_tts(settings, http_session=services.models.http),
         vad=vad,
         userdata=companion.user,
         conn_options=connect_options(settings),
@@ -65,4 +65,4 @@ def companion_voice(companion: CompanionSession) -> tts.TTS | NotGiven:
     services = companion.services
     field = "upliftai_voice_id" if voice.startswith("v_") else "tts_voice"
     settings = services.settings.model_copy(update={field: voice})
-    return build_tts(settings, http_session=services.pool.http)
+    return build_tts(settings, http_session=services.models.http)

@@ -14,14 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import Settings
+from infrastructure import migrations
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
+from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.embeddings import (
     Embedder,
     LocalEmbedder,
     build_embedder,
     check_dimension,
 )
+from infrastructure.model_clients import ModelClients
 from infrastructure.redis_cache import RedisCache
 from rag_system.engine import RetrievalEngine
 from services.memory.consolidation_service import ConsolidationService
@@ -46,6 +49,7 @@ class Services:
 
     settings: Settings
     pool: ConnectionPool
+    models: ModelClients
     cache: RedisCache
     embedder: Embedder
     batcher: DatabaseBatcher
@@ -63,6 +67,7 @@ class Services:
     security: SecurityService
     limits: RateLimiter
     owns_embedder: bool = True
+    embedded_postgres: EmbeddedPostgres | None = None
     closed: bool = False
     background: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
 
@@ -96,6 +101,8 @@ class Services:
             ("embedder", self.embedder.aclose if self.owns_embedder else None),
             ("cache", self.cache.aclose),
             ("pool", self.pool.aclose),
+            ("models", self.models.aclose),
+            ("embedded postgres", self.embedded_postgres and self.embedded_postgres.aclose),
         ):
             if closer is None:
                 continue
@@ -118,7 +125,10 @@ async def _quietly(work: Coroutine[Any, Any, Any], what: str) -> None:
 async def build_services(
     settings: Settings, *, local_embedder: LocalEmbedder | None = None
 ) -> Services:
-    """Open the pool, cache, embedder and batcher, and build every service on them.
+    """Open the database, model clients, cache, embedder and batcher; build every service.
+
+    The database is DATABASE_URL's, or the embedded Postgres when it is unset; pending
+    migrations are applied before the pool opens.
 
     Args:
         settings: parsed settings.
@@ -127,11 +137,21 @@ async def build_services(
     """
     opened: list[Any] = []
     try:
-        pool = await ConnectionPool.create(settings)
+        embedded: EmbeddedPostgres | None = None
+        if settings.database_url is not None:
+            dsn = settings.database_url.get_secret_value()
+        else:
+            embedded = await EmbeddedPostgres.start(settings.embedded_pg_dir)
+            opened.append(embedded)
+            dsn = embedded.dsn
+        await migrations.migrate(dsn, settings)
+        pool = await ConnectionPool.create(settings, dsn=dsn, embedded=embedded is not None)
         opened.append(pool)
+        models = ModelClients.create(settings)
+        opened.append(models)
         cache = await RedisCache.create(settings)
         opened.append(cache)
-        embedder = build_embedder(settings, pool, local=local_embedder)
+        embedder = build_embedder(settings, models, local=local_embedder)
         if embedder is not local_embedder:
             opened.append(embedder)
         await check_dimension(pool, embedder)
@@ -156,18 +176,23 @@ async def build_services(
     personality = PersonalityService(pool=pool, cache=cache, batcher=batcher, settings=settings)
     proactive = ProactiveService(pool=pool, personality=personality, settings=settings)
     conversations = ConversationService(
-        pool=pool, cache=cache, batcher=batcher, settings=settings
+        pool=pool, models=models, cache=cache, batcher=batcher, settings=settings
     )
     onboarding = OnboardingService(users=users, companions=companions)
-    profiles = ProfileService(pool=pool, users=users, memory=memory, settings=settings)
-    consolidation = ConsolidationService(pool=pool, memory=memory, settings=settings)
+    profiles = ProfileService(
+        pool=pool, models=models, users=users, memory=memory, settings=settings
+    )
+    consolidation = ConsolidationService(
+        pool=pool, models=models, memory=memory, settings=settings
+    )
     security = SecurityService(batcher=batcher, settings=settings)
     limits = RateLimiter(cache=cache, settings=settings, pool=pool)
     await consolidation.start()
     return Services(
-        settings=settings, pool=pool, cache=cache, embedder=embedder, batcher=batcher,
-        users=users, companions=companions, memory=memory, retrieval=retrieval, rag=rag,
-        personality=personality, proactive=proactive, conversations=conversations,
-        onboarding=onboarding, profiles=profiles, consolidation=consolidation,
-        security=security, limits=limits, owns_embedder=embedder is not local_embedder,
+        settings=settings, pool=pool, models=models, cache=cache, embedder=embedder,
+        batcher=batcher, users=users, companions=companions, memory=memory,
+        retrieval=retrieval, rag=rag, personality=personality, proactive=proactive,
+        conversations=conversations, onboarding=onboarding, profiles=profiles,
+        consolidation=consolidation, security=security, limits=limits,
+        owns_embedder=embedder is not local_embedder, embedded_postgres=embedded,
     )

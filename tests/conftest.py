@@ -13,6 +13,7 @@ import pytest
 from core.config import Settings
 from infrastructure import migrations
 from infrastructure.connection_pool import ConnectionPool
+from infrastructure.model_clients import ModelClients
 from tests.support.servers import PostgresProcess, RedisProcess
 
 TEMPLATE_DB = "companion_template"
@@ -82,3 +83,11 @@ async def pool(db_dsn: str, make_settings) -> AsyncIterator[ConnectionPool]:
     pool = await ConnectionPool.create(make_settings(), dsn=db_dsn)
     yield pool
     await pool.aclose()
+
+
+@pytest.fixture
+async def models(make_settings) -> AsyncIterator[ModelClients]:
+    """Model clients with no model server configured: `models.openai` raises LLMUnavailable."""
+    models = ModelClients.create(make_settings())
+    yield models
+    await models.aclose()

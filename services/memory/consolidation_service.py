@@ -34,6 +34,7 @@ from core.memory_records import MEMORY_COLUMNS, Memory, normalize_key, normalize
 from core.prompts import render
 from core.tasks import BackgroundTasks
 from infrastructure.connection_pool import ConnectionPool
+from infrastructure.model_clients import ModelClients
 from services.memory.memory_service import MemoryService
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ class ConsolidationService:
     """Turns conversations into explicit memories and keeps the memory store tidy.
 
     Args:
-        pool: the shared pool; `pool.openai` is the LLM.
+        pool: the shared database pool.
+        models: `models.openai` is the LLM.
         memory: saves the distilled memories (supersession, dates, importance).
         settings: model name, batch sizes, turn interval, maintenance period.
         clock: returns "now".
@@ -96,11 +98,13 @@ class ConsolidationService:
         self,
         *,
         pool: ConnectionPool,
+        models: ModelClients,
         memory: MemoryService,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._pool = pool
+        self._models = models
         self._memory = memory
         self._settings = settings
         self._clock = clock
@@ -302,7 +306,7 @@ class ConsolidationService:
         )
         self._counters["llm_calls"] += 1
         try:
-            response = await self._pool.openai.chat.completions.create(
+            response = await self._models.openai.chat.completions.create(
                 model=self._settings.llm_model,
                 messages=[
                     {"role": "system", "content": system},

@@ -15,7 +15,7 @@ from typing import Any
 from core.errors import CompanionError, EmbeddingError, InvalidInput
 from core.memory_records import SPEAKERS, Episode, content_hash, normalize_text
 from core.validators import MAX_UTTERANCE_CHARS, clean_text
-from infrastructure.connection_pool import encode_vector
+from infrastructure.vector_codec import encode_vector
 from services.memory.importance import estimate_importance
 from services.memory.memory_core import EPISODE_OP, MemoryCore
 

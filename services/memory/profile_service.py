@@ -19,6 +19,7 @@ from core.config import Settings
 from core.prompts import render
 from core.validators import clean_text
 from infrastructure.connection_pool import ConnectionPool
+from infrastructure.model_clients import ModelClients
 from services.people.user_service import (
     MAX_PROFILE_SUMMARY_CHARS,
     UserProfile,
@@ -63,7 +64,8 @@ class ProfileService:
     """Builds and refreshes the profile summary; the refresh runs off the critical path.
 
     Args:
-        pool: the shared pool; `pool.openai` writes the summary.
+        pool: the shared database pool.
+        models: `models.openai` writes the summary.
         users: where the summary is stored (per companion: companions.profile_summary).
         memory: the person's current explicit memories.
         settings: LLM model.
@@ -73,11 +75,13 @@ class ProfileService:
         self,
         *,
         pool: ConnectionPool,
+        models: ModelClients,
         users: UserService,
         memory: MemoryService,
         settings: Settings,
     ) -> None:
         self._pool = pool
+        self._models = models
         self._users = users
         self._memory = memory
         self._settings = settings
@@ -125,7 +129,7 @@ class ProfileService:
 
     async def _write_summary(self, profile: UserProfile, material: str) -> str | None:
         try:
-            response = await self._pool.openai.chat.completions.create(
+            response = await self._models.openai.chat.completions.create(
                 model=self._settings.llm_model,
                 messages=[
                     {"role": "system", "content": render(

@@ -24,6 +24,7 @@ from core.tasks import BackgroundTasks
 from core.validators import MAX_UTTERANCE_CHARS, clean_text
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
+from infrastructure.model_clients import ModelClients
 from infrastructure.redis_cache import Cache
 from services.persona.proactive_service import due_from_day
 
@@ -246,7 +247,8 @@ class ConversationService:
     """Persists sessions and messages, builds the greeting, summarizes finished sessions.
 
     Args:
-        pool: the shared database pool; `pool.openai` writes the summaries.
+        pool: the shared database pool.
+        models: `models.openai` writes the summaries.
         cache: caches the greeting context per user and companion.
         batcher: carries message writes off the critical path.
         settings: LLM model, resume grace period, cache TTL.
@@ -257,12 +259,14 @@ class ConversationService:
         self,
         *,
         pool: ConnectionPool,
+        models: ModelClients,
         cache: Cache,
         batcher: DatabaseBatcher,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._pool = pool
+        self._models = models
         self._cache = cache
         self._batcher = batcher
         self._settings = settings
@@ -525,7 +529,7 @@ class ConversationService:
         """
         transcript = _transcript(session)
         try:
-            client = self._pool.openai
+            client = self._models.openai
             if hurried:
                 client = client.with_options(timeout=SHUTDOWN_SUMMARY_TIMEOUT_S, max_retries=0)
             response = await client.chat.completions.create(

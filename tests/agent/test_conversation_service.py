@@ -30,8 +30,8 @@ async def user_and_companion(services) -> tuple[uuid.UUID, uuid.UUID]:
 
 def conversations_with(services, settings, clock: Clock) -> ConversationService:
     return ConversationService(
-        pool=services.pool, cache=services.cache, batcher=services.batcher, settings=settings,
-        clock=clock,
+        pool=services.pool, models=services.models, cache=services.cache,
+        batcher=services.batcher, settings=settings, clock=clock,
     )
 
 

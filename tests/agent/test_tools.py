@@ -138,7 +138,10 @@ async def test_update_profile_with_an_unknown_time_zone_is_a_tool_error(services
 @pytest.mark.parametrize(
     ("tool", "expected_keys"),
     [
-        ("get_connection_pool_stats", {"size", "in_use", "acquisitions", "errors"}),
+        (
+            "get_connection_pool_stats",
+            {"size", "in_use", "acquisitions", "errors", "model_clients"},
+        ),
         ("get_redis_cache_stats", {"backend"}),
         ("get_database_batch_stats", {"items_enqueued", "items_written", "round_trips"}),
         ("get_memory_stats", {"memories", "per_category", "retrieval", "embedder", "turn_ms"}),

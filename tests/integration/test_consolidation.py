@@ -14,6 +14,7 @@ import pytest
 
 from core.errors import LLMUnavailable
 from infrastructure.connection_pool import ConnectionPool
+from infrastructure.model_clients import ModelClients
 from services.memory.consolidation_service import ConsolidationService
 from tests.support.memory_stack import (
     MemoryStack,
@@ -96,18 +97,21 @@ async def world(
             consolidation_every_turns=4, maintenance_interval_s=0.05,
         )
         pool = await ConnectionPool.create(settings, dsn=db_dsn)
+        models = ModelClients.create(settings)
         try:
             async with memory_stack(
                 pool=pool, settings=settings, server=server, clock=clock
             ) as stack:
                 consolidation = ConsolidationService(
-                    pool=pool, memory=stack.memory, settings=settings, clock=clock
+                    pool=pool, models=models, memory=stack.memory, settings=settings,
+                    clock=clock,
                 )
                 user = await create_user(pool, timezone="Europe/Lisbon")
                 companion = await create_companion(pool, user, "Veda")
                 yield World(stack, consolidation, server, pool, clock, user, companion)
                 await consolidation.aclose()
         finally:
+            await models.aclose()
             await pool.aclose()
 
 
@@ -173,6 +177,28 @@ async def test_a_scripted_conversation_becomes_memories_sourced_to_the_users_tur
     assert "[m3] user" in transcript and "[m2] assistant" in transcript
     # Other people's memories are untouched.
     assert [m.id for m in await world.stack.memory.current(other_user, None)] == [others.id]
+
+
+async def test_without_a_model_server_consolidation_names_the_setting_and_marks_nothing_done(
+    world: World, models: ModelClients,
+) -> None:
+    session, _ = await world.session(FIRST_CONVERSATION)
+    unconfigured = ConsolidationService(
+        pool=world.pool, models=models, memory=world.stack.memory,
+        settings=world.stack.settings, clock=world.clock,
+    )
+    try:
+        with pytest.raises(LLMUnavailable) as caught:
+            await unconfigured.consolidate_session(session)
+    finally:
+        await unconfigured.aclose()
+    assert caught.value.retryable is False
+    assert "OPENAI_API_KEY" in caught.value.suggestion
+    assert "OPENAI_BASE_URL" in caught.value.suggestion
+    assert await world.pool.fetchval(
+        "select consolidated_through from public.sessions where id = $1", session
+    ) is None
+    assert await world.current() == {}
 
 
 async def test_a_later_session_supersedes_what_changed_and_keeps_what_did_not(

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from infrastructure.connection_pool import ConnectionPool
+from services.composition import build_services
+from tests.support.openai_server import OpenAIStubServer
 
 pytestmark = pytest.mark.integration
 
@@ -25,31 +27,54 @@ def data_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _worker_script(data_dir: Path, marker: str) -> str:
+@pytest.fixture
+async def stub() -> AsyncIterator[OpenAIStubServer]:
+    async with OpenAIStubServer() as server:
+        yield server
+
+
+def _model_settings(stub: OpenAIStubServer) -> dict[str, object]:
+    # Embeddings from the loopback server: no local model to load in each worker.
+    return {
+        "openai_base_url": stub.base_url,
+        "openai_api_key": "test-key",
+        "embedding_provider": "openai",
+        "embedding_model": "text-embedding-3-small",
+        "embedding_dimensions": 384,
+    }
+
+
+def _worker_script(data_dir: Path, stub: OpenAIStubServer, marker: str) -> str:
     # A second worker process, as LiveKit would start one per job.
     return textwrap.dedent(f"""
         import asyncio
         from core.config import Settings
-        from infrastructure.connection_pool import ConnectionPool
+        from services.composition import build_services
 
         async def main():
-            settings = Settings(_env_file=None, embedded_pg_dir={str(data_dir)!r})
-            pool = await ConnectionPool.create(settings)
+            settings = Settings(
+                _env_file=None, embedded_pg_dir={str(data_dir)!r}, redis_enabled=False,
+                batch_spool_dir={str(data_dir.parent / "spool-second")!r},
+                **{_model_settings(stub)!r},
+            )
+            services = await build_services(settings)
+            pool = services.pool
             await pool.execute("insert into public.users (id, display_name) "
                                "values (gen_random_uuid(), $1)", {marker!r})
             print(await pool.fetchval("select count(*) from public.users"))
-            await pool.aclose()
+            await services.aclose()
 
         asyncio.run(main())
     """)
 
 
 async def test_without_database_url_an_embedded_postgres_with_pgvector_serves_the_schema(
-    make_settings, data_root: Path
+    make_settings, data_root: Path, stub: OpenAIStubServer
 ) -> None:
-    settings = make_settings(embedded_pg_dir=data_root / "pg")
+    settings = make_settings(embedded_pg_dir=data_root / "pg", **_model_settings(stub))
     assert settings.uses_embedded_postgres
-    pool = await ConnectionPool.create(settings)
+    services = await build_services(settings)
+    pool = services.pool
     try:
         assert pool.stats()["backend"] == "embedded"
         version = await pool.fetchval("show server_version")
@@ -57,19 +82,24 @@ async def test_without_database_url_an_embedded_postgres_with_pgvector_serves_th
         assert await pool.fetchval("select extversion from pg_extension where extname = 'vector'")
         assert await pool.fetchval("select to_regclass('public.memories')") is not None
     finally:
-        await pool.aclose()
+        await services.aclose()
 
 
 async def test_two_worker_processes_share_one_embedded_server_and_its_data(
-    make_settings, data_root: Path
+    make_settings, data_root: Path, stub: OpenAIStubServer
 ) -> None:
     data_dir = data_root / "shared-pg"
-    pool = await ConnectionPool.create(make_settings(embedded_pg_dir=data_dir))
+    services = await build_services(
+        make_settings(embedded_pg_dir=data_dir, **_model_settings(stub))
+    )
+    pool = services.pool
     try:
         await pool.execute(
             "insert into public.users (id, display_name) values (gen_random_uuid(), 'first')")
-        out = subprocess.run(
-            [sys.executable, "-c", _worker_script(data_dir, "second")],
+        # In a thread: this loop keeps serving the loopback model server meanwhile.
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", _worker_script(data_dir, stub, "second")],
             capture_output=True, text=True, timeout=180,
         )
         assert out.returncode == 0, out.stderr[-2000:]
@@ -78,4 +108,4 @@ async def test_two_worker_processes_share_one_embedded_server_and_its_data(
         names = {r["display_name"] for r in await pool.fetch("select display_name from users")}
         assert names == {"first", "second"}
     finally:
-        await pool.aclose()
+        await services.aclose()

@@ -21,6 +21,7 @@ from infrastructure.embeddings import (
     build_embedder,
     check_dimension,
 )
+from infrastructure.model_clients import ModelClients
 from tests.support.openai_server import OpenAIStubServer, hashed_bag_of_words
 
 pytestmark = pytest.mark.integration
@@ -52,10 +53,10 @@ def openai_settings(make_settings, srv: OpenAIStubServer):
 
 
 @pytest.fixture
-async def openai_pool(db_dsn: str, openai_settings) -> AsyncIterator[ConnectionPool]:
-    pool = await ConnectionPool.create(openai_settings(), dsn=db_dsn)
-    yield pool
-    await pool.aclose()
+async def openai_models(openai_settings) -> AsyncIterator[ModelClients]:
+    models = ModelClients.create(openai_settings())
+    yield models
+    await models.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +67,16 @@ def local_embedder() -> Iterator[LocalEmbedder]:
     asyncio.run(embedder.aclose())
 
 
-def _openai(pool: ConnectionPool, **kwargs: int) -> OpenAIEmbedder:
+def _openai(models: ModelClients, **kwargs: int) -> OpenAIEmbedder:
     return OpenAIEmbedder(
-        client=pool.openai, model="text-embedding-3-small", dimensions=384, **kwargs
+        client=models.openai, model="text-embedding-3-small", dimensions=384, **kwargs
     )
 
 
 async def test_openai_embedder_splits_texts_into_batches_of_at_most_batch_size(
-    srv: OpenAIStubServer, openai_pool: ConnectionPool
+    srv: OpenAIStubServer, openai_models: ModelClients
 ) -> None:
-    embedder = _openai(openai_pool, batch_size=4)
+    embedder = _openai(openai_models, batch_size=4)
     texts = [f"memory number {i} about gardening" for i in range(10)]
     vectors = await embedder.embed_batch(texts)
 
@@ -94,9 +95,9 @@ async def test_openai_embedder_splits_texts_into_batches_of_at_most_batch_size(
 
 
 async def test_cached_text_is_not_requested_again(
-    srv: OpenAIStubServer, openai_pool: ConnectionPool
+    srv: OpenAIStubServer, openai_models: ModelClients
 ) -> None:
-    embedder = _openai(openai_pool)
+    embedder = _openai(openai_models)
     first = await embedder.embed("I like tea")
     again = await embedder.embed("I like tea")
     batch = await embedder.embed_batch(["I like tea", "and coffee", "and coffee"])
@@ -112,9 +113,9 @@ async def test_cached_text_is_not_requested_again(
 
 
 async def test_concurrent_requests_for_one_text_share_a_single_request(
-    srv: OpenAIStubServer, openai_pool: ConnectionPool
+    srv: OpenAIStubServer, openai_models: ModelClients
 ) -> None:
-    embedder = _openai(openai_pool)
+    embedder = _openai(openai_models)
     a, b = await asyncio.gather(embedder.embed("same words"), embedder.embed("same words"))
     np.testing.assert_array_equal(a, b)
     assert len(srv.requests_to(EMBED_PATH)) == 1
@@ -122,9 +123,9 @@ async def test_concurrent_requests_for_one_text_share_a_single_request(
 
 
 async def test_a_caller_that_gives_up_still_leaves_the_vector_in_the_cache(
-    srv: OpenAIStubServer, openai_pool: ConnectionPool
+    srv: OpenAIStubServer, openai_models: ModelClients
 ) -> None:
-    embedder = _openai(openai_pool)
+    embedder = _openai(openai_models)
     srv.delay_s[EMBED_PATH] = 0.5
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(embedder.embed("slow sentence"), timeout=0.05)
@@ -134,18 +135,18 @@ async def test_a_caller_that_gives_up_still_leaves_the_vector_in_the_cache(
 
 
 async def test_cached_vectors_cannot_be_modified_by_a_caller(
-    openai_pool: ConnectionPool,
+    openai_models: ModelClients,
 ) -> None:
-    embedder = _openai(openai_pool)
+    embedder = _openai(openai_models)
     vector = await embedder.embed("read only")
     with pytest.raises(ValueError):
         vector[0] = 1.0
 
 
 async def test_least_recently_used_vectors_are_evicted_past_the_limit(
-    srv: OpenAIStubServer, openai_pool: ConnectionPool
+    srv: OpenAIStubServer, openai_models: ModelClients
 ) -> None:
-    embedder = _openai(openai_pool, cache_entries=2)
+    embedder = _openai(openai_models, cache_entries=2)
     for text in ("a", "b", "a", "c", "a", "b"):
         await embedder.embed(text)
     # "b" was the least recently used when "c" arrived, so only it is fetched twice.
@@ -153,9 +154,9 @@ async def test_least_recently_used_vectors_are_evicted_past_the_limit(
 
 
 async def test_server_errors_become_embedding_error_after_sdk_retries(
-    srv: OpenAIStubServer, openai_pool: ConnectionPool
+    srv: OpenAIStubServer, openai_models: ModelClients
 ) -> None:
-    embedder = _openai(openai_pool)
+    embedder = _openai(openai_models)
     srv.fail_next(3, status=500, path_prefix=EMBED_PATH, retry_after=0.01)
     with pytest.raises(EmbeddingError) as caught:
         await embedder.embed("anything")
@@ -170,49 +171,49 @@ async def test_server_errors_become_embedding_error_after_sdk_retries(
 
 
 async def test_a_rejected_key_is_a_non_retryable_error_naming_the_setting(
-    srv: OpenAIStubServer, openai_pool: ConnectionPool
+    srv: OpenAIStubServer, openai_models: ModelClients
 ) -> None:
     srv.api_key = "a-different-key"
     with pytest.raises(EmbeddingError) as caught:
-        await _openai(openai_pool).embed("anything")
+        await _openai(openai_models).embed("anything")
     assert caught.value.retryable is False
     assert "OPENAI_API_KEY" in caught.value.suggestion
     assert len(srv.requests_to(EMBED_PATH)) == 1
 
 
 async def test_a_server_returning_the_wrong_size_is_reported(
-    srv: OpenAIStubServer, openai_pool: ConnectionPool
+    srv: OpenAIStubServer, openai_models: ModelClients
 ) -> None:
     srv.embed_fn = lambda text, dims: hashed_bag_of_words(text, 100)
     with pytest.raises(EmbeddingError) as caught:
-        await _openai(openai_pool).embed("anything")
+        await _openai(openai_models).embed("anything")
     assert "100 dimensions" in caught.value.message
     assert "EMBEDDING_DIMENSIONS" in caught.value.suggestion
 
 
 async def test_build_embedder_uses_the_openai_server_when_configured(
-    srv: OpenAIStubServer, db_dsn: str, openai_settings, caplog: pytest.LogCaptureFixture
+    srv: OpenAIStubServer, openai_settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     # EMBEDDING_MODEL left at the local default: an OpenAI model is used instead.
     settings = openai_settings(embedding_model="all-MiniLM-L6-v2")
-    pool = await ConnectionPool.create(settings, dsn=db_dsn)
+    models = ModelClients.create(settings)
     try:
         with caplog.at_level(logging.INFO, logger="infrastructure.embeddings"):
-            embedder = build_embedder(settings, pool)
+            embedder = build_embedder(settings, models)
         await embedder.embed("hello")
     finally:
-        await pool.aclose()
+        await models.aclose()
     assert isinstance(embedder, OpenAIEmbedder)
     assert srv.requests_to(EMBED_PATH)[0].json["model"] == "text-embedding-3-small"
     assert "EMBEDDING_PROVIDER=openai" in caplog.text
 
 
 async def test_build_embedder_reuses_the_prewarmed_local_model(
-    pool: ConnectionPool, make_settings, local_embedder: LocalEmbedder,
+    models: ModelClients, make_settings, local_embedder: LocalEmbedder,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.INFO, logger="infrastructure.embeddings"):
-        embedder = build_embedder(make_settings(), pool, local=local_embedder)
+        embedder = build_embedder(make_settings(), models, local=local_embedder)
     assert embedder is local_embedder
     assert "EMBEDDING_PROVIDER=local" in caplog.text
 
@@ -259,11 +260,11 @@ async def test_local_embed_latency_is_measured(local_embedder: LocalEmbedder) ->
 
 
 async def test_dimension_mismatch_names_the_setting_and_the_column(
-    openai_pool: ConnectionPool,
+    pool: ConnectionPool, openai_models: ModelClients,
 ) -> None:
-    too_wide = OpenAIEmbedder(client=openai_pool.openai, dimensions=1536)
+    too_wide = OpenAIEmbedder(client=openai_models.openai, dimensions=1536)
     with pytest.raises(EmbeddingDimensionMismatch) as caught:
-        await check_dimension(openai_pool, too_wide)
+        await check_dimension(pool, too_wide)
     assert isinstance(caught.value, ConfigError)
     assert "EMBEDDING_DIMENSIONS is 1536" in caught.value.message
     assert "vector(384)" in caught.value.message
@@ -271,7 +272,7 @@ async def test_dimension_mismatch_names_the_setting_and_the_column(
 
 
 async def test_matching_dimension_passes_the_check(
-    openai_pool: ConnectionPool, local_embedder: LocalEmbedder
+    pool: ConnectionPool, openai_models: ModelClients, local_embedder: LocalEmbedder
 ) -> None:
-    await check_dimension(openai_pool, local_embedder)
-    await check_dimension(openai_pool, _openai(openai_pool))
+    await check_dimension(pool, local_embedder)
+    await check_dimension(pool, _openai(openai_models))

@@ -130,7 +130,7 @@ async def test_pool_works_with_the_statement_cache_off_as_behind_a_transaction_p
 
 
 def test_pooler_urls_turn_the_statement_cache_off() -> None:
-    from infrastructure.connection_pool import statement_cache_size_for
+    from infrastructure.postgres_dsn import statement_cache_size_for
 
     assert statement_cache_size_for(
         "postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/postgres", None) == 0
