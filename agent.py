@@ -33,7 +33,7 @@ from core.config import EmbeddingProvider, load_settings
 from core.errors import InvalidIdentity
 from livekit_layer.companion_session import CompanionSession, SessionUser
 from livekit_layer.job import end_job, log_fields_for
-from livekit_layer.session_models import build_session, companion_voice
+from livekit_layer.session_models import build_session, companion_stt, companion_voice
 from livekit_layer.session_open import open_session, open_successor
 from livekit_layer.tool_calls import tool_call
 from livekit_layer.worker_start import prepare_cli
@@ -72,6 +72,7 @@ class CompanionAgent(Agent):
         super().__init__(
             instructions=companion.instructions(),
             chat_ctx=companion.history_chat_ctx(),
+            stt=companion_stt(companion),
             tts=companion_voice(companion),
         )
         self._c = companion

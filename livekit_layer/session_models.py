@@ -1,9 +1,10 @@
 """The models a session talks through: STT, LLM and TTS from settings, all over the shared
-OpenAI-compatible client, with bounded retries; and a companion's own voice."""
+OpenAI-compatible client, with bounded retries; and each companion's own ear and voice: the STT
+hears its language, the TTS speaks with its voice (and, on OpenAI TTS, its language)."""
 
 from __future__ import annotations
 
-from livekit.agents import AgentSession, APIConnectOptions, tts
+from livekit.agents import AgentSession, APIConnectOptions, stt, tts
 from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
@@ -11,11 +12,14 @@ from livekit.plugins import openai as lk_openai
 
 from core.config import Settings
 from livekit_layer.companion_session import CompanionSession, SessionUser
+from livekit_layer.session_prompts import language_name
 from services.composition import Services
 from uplift_tts import build_tts
 
 # After the first immediate retry; a voice user is waiting, so keep it short.
 LLM_RETRY_INTERVAL_S = 1.0
+# OpenAI TTS models that take no `instructions` (the API refuses them).
+TTS_WITHOUT_INSTRUCTIONS = ("tts-1",)
 
 
 def connect_options(settings: Settings) -> SessionConnectOptions:
@@ -44,7 +48,7 @@ def build_session(companion: CompanionSession, vad: VAD) -> AgentSession[Session
     services = companion.services
     settings = services.settings
     return AgentSession(
-        stt=lk_openai.STT(model=settings.stt_model, client=services.models.openai),
+        stt=companion_stt(companion),
         llm=build_llm(services),
         tts=build_tts(settings, http_session=services.models.http),
         vad=vad,
@@ -53,16 +57,47 @@ def build_session(companion: CompanionSession, vad: VAD) -> AgentSession[Session
     )
 
 
-def companion_voice(companion: CompanionSession) -> tts.TTS | NotGiven:
-    """The companion's own voice, or the session's default TTS when it has none.
+def transcription_language(code: str) -> str | None:
+    """The ISO 639-1 code OpenAI transcription takes for a BCP 47 tag ("pt-BR" -> "pt"); None
+    when the language has no two-letter code (then the STT detects it)."""
+    primary = code.split("-")[0].lower()
+    return primary if len(primary) == 2 else None
 
-    Uplift voice ids look like `v_...`; anything else names an OpenAI voice. Set per agent, so a
-    hand-off to another companion also changes the voice.
+
+def companion_stt(companion: CompanionSession) -> stt.STT:
+    """Speech-to-text told the companion's language, so that what the person says in it is
+    transcribed as such. Set per agent: a hand-off to another companion changes it too."""
+    services = companion.services
+    language = transcription_language(companion.companion.language)
+    return lk_openai.STT(
+        model=services.settings.stt_model, client=services.models.openai,
+        language=language or "en", detect_language=language is None,
+    )
+
+
+def companion_voice(companion: CompanionSession) -> tts.TTS | NotGiven:
+    """The companion's own voice, or the session's default TTS when it has none and speaks
+    English.
+
+    Uplift voice ids look like `v_...`; anything else names an OpenAI voice. An Uplift voice
+    speaks the language it was made for. OpenAI TTS reads any language and is told the
+    companion's when it is not English (its `instructions`), except on models that take none
+    (tts-1, tts-1-hd). Set per agent, so a hand-off to another companion changes the voice.
     """
     voice = companion.companion.voice
-    if not voice:
+    language = companion.companion.language
+    english = transcription_language(language) == "en"
+    if not voice and english:
         return NOT_GIVEN
     services = companion.services
-    field = "upliftai_voice_id" if voice.startswith("v_") else "tts_voice"
-    settings = services.settings.model_copy(update={field: voice})
-    return build_tts(settings, http_session=services.models.http)
+    settings = services.settings
+    if voice:
+        field = "upliftai_voice_id" if voice.startswith("v_") else "tts_voice"
+        settings = settings.model_copy(update={field: voice})
+    speech = build_tts(settings, http_session=services.models.http)
+    takes_instructions = not settings.tts_model.startswith(TTS_WITHOUT_INSTRUCTIONS)
+    if isinstance(speech, lk_openai.TTS) and takes_instructions and not english:
+        # Only when OpenAI TTS speaks alone: build_tts takes no instructions for the OpenAI
+        # voice it puts behind Uplift as the fallback.
+        speech.update_options(instructions=f"Speak {language_name(language)} with a native accent.")
+    return speech

@@ -7,6 +7,7 @@ Pure functions over the session's data; `CompanionSession` calls them with its o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from livekit.agents import llm
 
@@ -18,6 +19,22 @@ from services.people.conversation_service import GreetingContext, Turn, describe
 from services.people.user_service import UserProfile
 
 SWITCH_PROMPT = "companion_switch"
+# Logged turn roles that go back into the chat context as they are.
+CHAT_ROLES: dict[str, Literal["user", "assistant"]] = {"user": "user", "assistant": "assistant"}
+# Companion.response_length -> how long its replies are, in the words of the instructions.
+REPLY_LENGTHS = {
+    "short": "brief, usually one to three short sentences, like a friend on a call",
+    "medium": "usually three to five sentences; shorter for small talk",
+    "long": "as long as the topic deserves, up to a few spoken paragraphs; short for small talk",
+}
+# Primary BCP 47 subtags -> names the model reads best; any other code is given as it is.
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "bn": "Bengali", "de": "German", "en": "English", "es": "Spanish",
+    "fa": "Persian", "fr": "French", "hi": "Hindi", "it": "Italian", "ja": "Japanese",
+    "ko": "Korean", "nl": "Dutch", "pa": "Punjabi", "pl": "Polish", "pt": "Portuguese",
+    "ru": "Russian", "sd": "Sindhi", "sv": "Swedish", "tr": "Turkish", "uk": "Ukrainian",
+    "ur": "Urdu", "zh": "Chinese",
+}
 CHARACTER_PHRASES = {
     "friend": "a close friend",
     "partner": "a loving partner",
@@ -28,8 +45,18 @@ CHARACTER_PHRASES = {
 }
 
 
+def language_name(code: str) -> str:
+    """How the instructions name a BCP 47 language: "Urdu", "Portuguese (pt-BR)", or the
+    code itself when it is not one of LANGUAGE_NAMES ("the language with code fil")."""
+    name = LANGUAGE_NAMES.get(code.split("-")[0].lower())
+    if name is None:
+        return f"the language with code {code}"
+    return name if "-" not in code else f"{name} ({code})"
+
+
 def companion_instructions(companion: Companion, profile: UserProfile, onboarding: str) -> str:
-    """The companion's standing instructions: persona, what it knows, onboarding."""
+    """The companion's standing instructions: persona, language, reply length, what it knows,
+    onboarding."""
     persona = companion.persona.strip()
     character = CHARACTER_PHRASES.get(companion.character, f"the user's {companion.character}")
     return render(
@@ -37,6 +64,8 @@ def companion_instructions(companion: Companion, profile: UserProfile, onboardin
         companion=companion.name,
         character_phrase=character,
         persona=persona,
+        language=language_name(companion.language),
+        reply_length=REPLY_LENGTHS[companion.response_length],
         profile_line=profile_line(profile) or "Nothing yet: this may be your first talk.",
         onboarding=onboarding,
     )
@@ -76,8 +105,9 @@ def history_chat_ctx(history: Sequence[Turn], opening_turn: str | None) -> llm.C
     the turn that called this companion by name, if one did."""
     chat_ctx = llm.ChatContext.empty()
     for turn in history:
-        if turn.role in ("user", "assistant"):
-            chat_ctx.add_message(role=turn.role, content=turn.text)
+        role = CHAT_ROLES.get(turn.role)
+        if role is not None:
+            chat_ctx.add_message(role=role, content=turn.text)
     if opening_turn is not None:
         chat_ctx.add_message(role="user", content=opening_turn)
     return chat_ctx
