@@ -17,6 +17,7 @@ import pytest
 
 from infrastructure import migrations
 from infrastructure.connection_pool import ConnectionPool
+from infrastructure.model_clients import ModelClients
 from services.memory.consolidation_service import ConsolidationService
 from services.people.conversation_service import ConversationService
 from tests.support.memory_stack import memory_stack
@@ -332,10 +333,12 @@ async def test_a_resumed_session_and_its_consolidation_read_only_their_users_mes
     async with OpenAIStubServer(chat_script=[{"json": {"memories": []}}]) as server:
         settings = make_settings(openai_base_url=server.base_url, openai_max_retries=0)
         pool = await ConnectionPool.create(settings, dsn=db_dsn)
+        models = ModelClients.create(settings)
         try:
             async with memory_stack(pool=pool, settings=settings, server=server) as stack:
                 conversations = ConversationService(
-                    pool=pool, cache=stack.cache, batcher=stack.batcher, settings=settings
+                    pool=pool, models=models, cache=stack.cache, batcher=stack.batcher,
+                    settings=settings,
                 )
                 session = await conversations.start(b.user_id, b.companion_id)
                 assert session.resumed and session.id == b.session_id
@@ -349,12 +352,13 @@ async def test_a_resumed_session_and_its_consolidation_read_only_their_users_mes
                 await conversations.aclose()
 
                 consolidation = ConsolidationService(
-                    pool=pool, memory=stack.memory, settings=settings
+                    pool=pool, models=models, memory=stack.memory, settings=settings
                 )
                 result = await consolidation.consolidate_session(b.session_id)
                 await consolidation.aclose()
                 sent = [r.json for r in server.requests_to("/v1/chat/completions")]
         finally:
+            await models.aclose()
             await pool.aclose()
     assert result.messages == 2
     transcripts = [m["content"] for body in sent for m in body["messages"] if m["role"] == "user"]
