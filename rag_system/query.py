@@ -1,8 +1,9 @@
 """Turns a user turn (and the last few turns) into what the candidate SQL needs, with no LLM.
 
 Three cheap steps, all local and sub-millisecond:
-  * temporal hints ("last week", "in May", "3 days ago") become a time window and are taken
-    out of the keyword query, so "may" or "week" do not match every turn that says them;
+  * temporal hints ("last week", "in May", "3 days ago"), read by `core.dates`, become a time
+    window and are taken out of the keyword query, so "may" or "week" do not match every turn
+    that says them;
   * keywords are OR-ed words without stop words (Postgres stems them), each with a weight:
     the turn's own words count fully, words from the recent turns a little;
   * the text to embed gets the previous turn prepended when the turn leans on it ("what about
@@ -11,11 +12,12 @@ Three cheap steps, all local and sub-millisecond:
 
 from __future__ import annotations
 
-import calendar
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+
+from core.dates import find_dates
 
 # Postgres's `english` stop words plus question words and conversational filler: none of them
 # says what a memory is about, and AND-ish matching on them is what makes plain FTS weak.
@@ -56,44 +58,6 @@ CONTEXT_TERM_WEIGHT = 0.3
 # previous turn (often the companion's unrelated question) would only blur their embedding.
 SHORT_TURN_WORDS = 1
 MAX_EMBED_CONTEXT_CHARS = 300
-
-_MONTHS = {name: i for i, name in enumerate(calendar.month_name) if name}
-_MONTH_ALIASES = {name.lower(): i for name, i in _MONTHS.items()} | {
-    name.lower()[:3]: i for name, i in _MONTHS.items()
-} | {"sept": 9}
-_MONTH_RE = (
-    r"(?P<mon>january|february|march|april|may|june|july|august|september|october|november|"
-    r"december|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)"
-)
-_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_NUMBER_WORDS = {
-    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "a couple of": 2, "a few": 3, "few": 3,
-}
-_NUM_RE = r"(?P<n>\d{1,3}|a couple of|a few|few|an?|one|two|three|four|five|six|seven|eight|" \
-          r"nine|ten)"
-_SEASONS = {"spring": (3, 5), "summer": (6, 8), "autumn": (9, 11), "fall": (9, 11)}
-
-# Longest expressions first; each yields (start, end) of the window in `_window`.
-_TEMPORAL = re.compile(
-    r"\b(?:"
-    r"(?P<before_yesterday>the day before yesterday)"
-    r"|(?P<yesterday>yesterday|last night)"
-    r"|(?P<today>today|tonight|this morning|this afternoon|this evening)"
-    r"|(?P<ago>" + _NUM_RE + r"\s+(?P<unit>day|week|month|year)s?\s+ago)"
-    r"|(?P<past>(?:in\s+)?the\s+(?:past|last)\s+(?:(?P<pn>\d{1,3}|few|couple of|two|three)\s+)?"
-    r"(?P<punit>day|week|month|year)s?)"
-    r"|(?P<period>(?P<rel>last|this|past)\s+(?P<per>week|weekend|month|year))"
-    r"|(?P<season>(?P<srel>last|this)\s+(?P<sname>spring|summer|autumn|fall|winter))"
-    r"|(?P<weekday>(?:last|on|this past)\s+(?P<wd>" + "|".join(_WEEKDAYS) + r"))"
-    r"|(?P<recently>recently|lately|these days)"
-    r"|(?P<month>(?:(?:in|during|since|of|early|late|mid)\s+)?(?:early\s+|late\s+|mid-?\s*)?"
-    + _MONTH_RE + r"(?:\s+(?P<myear>(?:19|20)\d{2}))?)"
-    r"|(?P<year>(?:in|during|since)\s+(?P<y>(?:19|20)\d{2}))"
-    r")\b",
-    re.IGNORECASE,
-)
-
 
 @dataclass(frozen=True)
 class TimeWindow:
@@ -151,128 +115,27 @@ def content_words(text: str) -> list[str]:
     return out
 
 
-def _start_of_day(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+def find_time_window(
+    text: str, now: datetime, tz: tzinfo = UTC
+) -> tuple[TimeWindow | None, str]:
+    """The first date expression in `text` as a window, and `text` with it taken out.
 
-
-def _number(raw: str | None, default: int = 1) -> int:
-    if raw is None:
-        return default
-    raw = raw.lower().strip()
-    if raw.isdigit():
-        return max(1, int(raw))
-    return _NUMBER_WORDS.get(raw, default)
-
-
-def _month_window(year: int, month: int) -> tuple[datetime, datetime]:
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + 1, 1, 1, tzinfo=UTC) if month == 12 else datetime(
-        year, month + 1, 1, tzinfo=UTC
-    )
-    return start, end
-
-
-def _window(match: re.Match[str], now: datetime) -> tuple[datetime, datetime] | None:
-    today = _start_of_day(now)
-    day = timedelta(days=1)
-    if match.group("before_yesterday"):
-        return today - 2 * day, today - day
-    if match.group("yesterday"):
-        return today - day, today
-    if match.group("today"):
-        return today, today + day
-    if match.group("ago"):
-        n = _number(match.group("n"))
-        unit = match.group("unit").lower()
-        # "3 weeks ago" is fuzzy: a window around the point, wider for longer units.
-        span = {"day": (n * day, day), "week": (7 * n * day, 4 * day),
-                "month": (30 * n * day, 15 * day), "year": (365 * n * day, 120 * day)}[unit]
-        center = today - span[0]
-        return center - span[1], center + span[1] + day
-    if match.group("past"):
-        n = _number(match.group("pn"))
-        unit = match.group("punit").lower()
-        length = {"day": 1, "week": 7, "month": 31, "year": 366}[unit] * n
-        return today - length * day, today + day
-    if match.group("period"):
-        rel, per = match.group("rel").lower(), match.group("per").lower()
-        if per in ("week", "weekend"):
-            monday = today - timedelta(days=today.weekday())
-            if rel == "this":
-                return monday, monday + 7 * day
-            if rel == "past":
-                return today - 7 * day, today + day
-            if per == "weekend":
-                saturday = monday - 2 * day
-                return saturday, saturday + 2 * day
-            return monday - 7 * day, monday
-        if per == "month":
-            if rel == "this":
-                return _month_window(today.year, today.month)
-            if rel == "past":
-                return today - 31 * day, today + day
-            year, month = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
-            return _month_window(year, month)
-        if rel == "past":
-            return today - 366 * day, today + day
-        year = today.year if rel == "this" else today.year - 1
-        return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
-    if match.group("season"):
-        name, rel = match.group("sname").lower(), match.group("srel").lower()
-        if name == "winter":
-            # December to February; "last winter" is the latest one that has begun.
-            year = today.year if today.month == 12 else today.year - 1
-            if rel == "last" and (today.month == 12 or today.month <= 2):
-                year -= 1
-            return datetime(year, 12, 1, tzinfo=UTC), datetime(year + 1, 3, 1, tzinfo=UTC)
-        first, last = _SEASONS[name]
-        year = today.year if today.month >= first else today.year - 1
-        if rel == "last" and first <= today.month <= last:
-            year -= 1
-        start = datetime(year, first, 1, tzinfo=UTC)
-        return start, _month_window(year, last)[1]
-    if match.group("weekday"):
-        wanted = _WEEKDAYS.index(match.group("wd").lower())
-        back = (today.weekday() - wanted) % 7 or 7
-        start = today - back * day
-        return start, start + day
-    if match.group("recently"):
-        return today - 21 * day, today + day
-    if match.group("month"):
-        month = _MONTH_ALIASES[match.group("mon").lower()]
-        if match.group("myear"):
-            return _month_window(int(match.group("myear")), month)
-        # "in May" without a year: the latest May that has begun.
-        year = today.year if month <= today.month else today.year - 1
-        return _month_window(year, month)
-    if match.group("year"):
-        year = int(match.group("y"))
-        return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
-    return None
-
-
-def find_time_window(text: str, now: datetime) -> tuple[TimeWindow | None, str]:
-    """The first temporal hint in `text` as a window, and `text` with the hint taken out.
-
-    "May" alone is only read as the month after "in/during/since/of" or beside a year, so
-    "may I ask" is not a date.
+    Expressions are read by `core.dates` leaning back ("on Tuesday" is the last one); a fuzzy
+    one ("3 weeks ago") gets its slack on both sides. "May I ask" and "my sister June" are not
+    dates there.
     """
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    now = now.astimezone(UTC)
-    for match in _TEMPORAL.finditer(text):
-        if match.group("month"):
-            phrase = match.group("month").lower()
-            bare_may = match.group("mon").lower() == "may" and not match.group("myear")
-            if bare_may and not re.match(r"(in|during|since|of|early|late|mid)\b", phrase):
-                continue
-        bounds = _window(match, now)
-        if bounds is None:
-            continue
-        start, end = bounds
-        stripped = (text[: match.start()] + " " + text[match.end() :]).strip()
-        return TimeWindow(start=start, end=end, label=match.group(0).strip()), stripped
+    for mention in find_dates(text, now=now, tz=tz, lean="back"):
+        slack = timedelta(days=mention.slack)
+        start, end = _midnight(mention.date - slack, tz), _midnight(mention.until + slack, tz)
+        stripped = (text[: mention.start] + " " + text[mention.end :]).strip()
+        return TimeWindow(start=start, end=end, label=mention.text.strip()), stripped
     return None, text
+
+
+def _midnight(day: date, tz: tzinfo) -> datetime:
+    return datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
 
 
 def is_small_talk(text: str) -> bool:

@@ -233,6 +233,22 @@ async def test_in_may_prefers_may_and_the_month_is_not_a_keyword(
     assert prepare("what did I bake in May?", now=NOW).words == ("bake",)
 
 
+async def test_a_first_name_that_is_also_a_month_is_searched_as_the_name(
+    stack: MemoryStack, path: str
+) -> None:
+    user = uuid.uuid4()
+    await stack.memory.import_episodes(user, None, [
+        turn("Jan called me back about the flat", datetime(2026, 3, 10, 9, tzinfo=UTC)),
+        turn("the bank called me back about the loan", datetime(2026, 1, 15, 9, tzinfo=UTC)),
+    ])
+    engine = engine_for(stack, path=path)
+    results = await engine.search(user, None, "Did Jan call me back?", now=NOW)
+    assert contents(results)[0] == "Jan called me back about the flat"
+    # No January window lifts the bank's call, and "jan" is a keyword.
+    assert all("in '" not in r.why for r in results)
+    assert prepare("Did Jan call me back?", now=NOW).words == ("jan", "call", "back")
+
+
 # --- conversation context and neighbouring turns ----------------------------------------------
 
 

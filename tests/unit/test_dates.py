@@ -138,3 +138,109 @@ def test_unknown_timezone_names_fall_back_to_utc() -> None:
     assert timezone_named("Mars/Olympus_Mons") is UTC
     assert timezone_named(None) is UTC
     assert timezone_named("Europe/Berlin") == ZoneInfo("Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("this past Tuesday", date(2026, 11, 17)),
+        ("in a few days", date(2026, 11, 24)),
+        ("eleven days ago", date(2026, 11, 10)),
+        ("in May", date(2027, 5, 1)),
+        ("in November", date(2026, 11, 1)),
+        ("since last March", date(2026, 3, 1)),
+        ("next June", date(2027, 6, 1)),
+        ("March 2023", date(2023, 3, 1)),
+        ("last summer", date(2026, 6, 1)),
+        ("next spring", date(2027, 3, 1)),
+        ("the winter of 2024", date(2024, 12, 1)),
+        ("in 2024", date(2024, 1, 1)),
+        ("December 1,2023", date(2023, 12, 1)),
+    ],
+)
+def test_one_vocabulary_reads_what_retrieval_also_reads(expression: str, expected: date) -> None:
+    assert parse_date(expression, now=NOW) == expected
+
+
+def test_stretches_up_to_now_name_no_date_of_their_own() -> None:
+    assert parse_date("recently", now=NOW) is None
+    assert parse_date("the past 3 weeks", now=NOW) is None
+    [span] = find_dates("over the past 3 weeks", now=NOW)
+    assert (span.date, span.until, span.granularity) == (
+        date(2026, 10, 31), date(2026, 11, 22), "span"
+    )
+
+
+def test_an_expression_naming_no_direction_leans_ahead_for_plans_and_back_for_questions() -> None:
+    for text, ahead, back in [
+        ("on Tuesday", date(2026, 11, 24), date(2026, 11, 17)),
+        ("May 5", date(2027, 5, 5), date(2026, 5, 5)),
+        ("in May", date(2027, 5, 1), date(2026, 5, 1)),
+        ("the weekend", date(2026, 11, 21), date(2026, 11, 21)),
+    ]:
+        [forward] = find_dates(text, now=NOW)
+        [backward] = find_dates(text, now=NOW, lean="back")
+        assert (forward.date, backward.date) == (ahead, back), text
+
+
+def test_this_season_is_the_one_we_are_in_or_the_nearer_one() -> None:
+    march = datetime(2026, 3, 10, tzinfo=UTC)
+    assert parse_date("this summer", now=march) == date(2026, 6, 1)
+    assert parse_date("this summer", now=NOW) == date(2026, 6, 1)
+    assert parse_date("this autumn", now=NOW) == date(2026, 9, 1)
+    assert parse_date("this winter", now=NOW) == date(2026, 12, 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Did Jan call me back?",
+        "How is August doing?",
+        "my sister June",
+        "I asked April about it",
+        "since August left for college",
+        "we sat in June's garden",
+        "after May said no",
+        "this may take a while",
+        "I may march on",
+        "Aug and I went bowling",
+        "in Mar we trust",
+        "a photo of June and her dog",
+    ],
+)
+def test_month_words_used_as_names_or_words_are_not_dates(text: str) -> None:
+    assert find_dates(text, now=NOW) == []
+    assert find_dates(text, now=NOW, lean="back") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("we met in June", "in June"),
+        ("it was last March", "last March"),
+        ("on June 5th", "June 5th"),
+        ("nothing since August", "since August"),
+        ("busy until April, then free", "until April"),
+        ("by the end of June", "of June"),
+        ("early May was rainy", "early May"),
+        ("mid-August", "mid-August"),
+        ("in Jan 2024", "in Jan 2024"),
+        ("Aug 15th", "Aug 15th"),
+        ("the 3rd of Mar", "the 3rd of Mar"),
+        ("October was rough", "October"),
+        ("my birthday is in May", "in May"),
+        ("I met June in June", "in June"),
+    ],
+)
+def test_genuine_month_mentions_are_dates(text: str, said: str) -> None:
+    assert [m.text for m in find_dates(text, now=NOW, lean="back")] == [said]
+
+
+def test_absolutize_rewrites_seasons_and_leaves_what_has_no_fixed_date() -> None:
+    result = absolutize(
+        "painted last summer, busy recently, trip in May, on this past Tuesday", now=NOW
+    )
+    assert result.text == (
+        "painted in the summer of 2026, busy recently, trip in May, on Tuesday 2026-11-17"
+    )
+    assert result.event_date == date(2026, 11, 17)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -123,3 +124,68 @@ def test_a_naive_now_is_read_as_utc() -> None:
 def test_acknowledgements_are_small_talk_and_questions_are_not() -> None:
     assert is_small_talk("ok, thanks!") and is_small_talk("haha yes") and is_small_talk("")
     assert not is_small_talk("thanks, how is Maya?")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Did Jan call me back?", ("jan", "call", "back")),
+        ("How is August doing?", ("august",)),
+        ("what did my sister June say about the move", ("sister", "june", "move")),
+        ("Is April still dating Mark?", ("april", "still", "dating", "mark")),
+        ("since August left I cook alone", ("since", "august", "left", "cook", "alone")),
+    ],
+)
+def test_a_month_name_used_as_a_name_stays_a_keyword_and_sets_no_window(
+    text: str, words: tuple[str, ...]
+) -> None:
+    query = prepare(text, now=NOW)
+    assert query.window is None
+    assert query.words == words
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "start", "end"),
+    [
+        ("what did June cook in June?", "in June", day(2026, 6, 1), day(2026, 7, 1)),
+        ("what happened last March", "last March", day(2026, 3, 1), day(2026, 4, 1)),
+        ("the party on June 5th", "June 5th", day(2026, 6, 5), day(2026, 6, 6)),
+        ("anything new since August?", "since August", day(2026, 8, 1), day(2026, 9, 1)),
+        ("what did I do on Aug 15th", "Aug 15th", day(2026, 8, 15), day(2026, 8, 16)),
+        ("what did I say on 25 February, 2022", "25 February, 2022", day(2022, 2, 25),
+         day(2022, 2, 26)),
+    ],
+)
+def test_genuine_month_mentions_still_set_windows(
+    text: str, label: str, start: datetime, end: datetime
+) -> None:
+    query = prepare(text, now=NOW)
+    assert query.window is not None
+    assert (query.window.label, query.window.start, query.window.end) == (label, start, end)
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "end"),
+    [
+        ("what am I doing tomorrow", day(2026, 11, 22), day(2026, 11, 23)),
+        ("what is planned for next week", day(2026, 11, 23), day(2026, 11, 30)),
+        ("what did I read over the past 3 weeks", day(2026, 10, 31), day(2026, 11, 22)),
+        ("the film this past weekend", day(2026, 11, 14), day(2026, 11, 16)),
+        ("the concert in summer 2025", day(2025, 6, 1), day(2025, 9, 1)),
+    ],
+)
+def test_retrieval_reads_every_expression_the_memory_dates_read(
+    text: str, start: datetime, end: datetime
+) -> None:
+    window, _ = find_time_window(text, NOW)
+    assert window is not None
+    assert (window.start, window.end) == (start, end)
+
+
+def test_a_window_starts_at_midnight_where_the_user_is() -> None:
+    window, _ = find_time_window("yesterday", NOW, ZoneInfo("Asia/Tokyo"))
+    # 15:30 UTC on the 21st is already the 22nd in Tokyo; its "yesterday" began at 15:00 UTC.
+    assert window is not None
+    assert (window.start, window.end) == (
+        datetime(2026, 11, 20, 15, tzinfo=UTC), datetime(2026, 11, 21, 15, tzinfo=UTC)
+    )
