@@ -56,7 +56,7 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["settings"] = settings
     proc.userdata["vad"] = silero.VAD.load()
     if settings.embedding_provider is EmbeddingProvider.LOCAL:
-        from infrastructure.embeddings import LocalEmbedder
+        from infrastructure.local_embedder import LocalEmbedder
 
         proc.userdata["embedder"] = LocalEmbedder.load()
 

@@ -393,7 +393,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from infrastructure import migrations
     from infrastructure.connection_pool import ConnectionPool
     from infrastructure.database_batcher import DatabaseBatcher
-    from infrastructure.embeddings import LocalEmbedder
+    from infrastructure.local_embedder import LocalEmbedder
     from infrastructure.redis_cache import RedisCache
     from rag_system.engine import RetrievalEngine
     from services.memory.memory_service import MemoryService

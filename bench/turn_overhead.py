@@ -46,7 +46,7 @@ from livekit.agents import Agent, AgentSession, llm, stt  # noqa: E402
 from agent import CompanionAgent  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.memory_records import Episode  # noqa: E402
-from infrastructure.embeddings import LocalEmbedder  # noqa: E402
+from infrastructure.local_embedder import LocalEmbedder  # noqa: E402
 from livekit_layer.companion_session import CompanionSession  # noqa: E402
 from livekit_layer.session_open import open_session  # noqa: E402
 from services.composition import Services, build_services  # noqa: E402

@@ -2,11 +2,10 @@
 
 Callers `register` an idempotent statement once and `enqueue` argument tuples off the critical
 path. A tracked flush loop writes the queue every `batch_flush_interval_ms` (or as soon as
-`batch_max_size` items wait): one transaction per batch, one `executemany` per statement.
-Transient database trouble is retried with exponential backoff and jitter; a batch that still
-fails goes to the disk spool and is replayed at the next `start()` (or once the database is
-healthy again). A statement the database refuses for good (a constraint violation) sends that
-batch down a one-by-one path, so only the bad item is set aside, in `rejected.jsonl`.
+`batch_max_size` items wait), each batch through the `BatchWriter` (one transaction, retries,
+refused items set aside in `rejected.jsonl`). A batch that still fails for a transient reason
+goes to the disk spool and is replayed at the next `start()` (or once the database is healthy
+again).
 """
 
 from __future__ import annotations
@@ -16,22 +15,14 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, NamedTuple, TypeVar
-
-from asyncpg.exceptions import _base as asyncpg_base
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from core.config import Settings
-from core.errors import InvalidInput, StorageUnavailable
+from core.errors import InvalidInput
+from infrastructure.batch_writer import BatchItem, BatchWriter, ops_of
 from infrastructure.connection_pool import ConnectionPool
-from infrastructure.db_errors import error_name, is_transient
+from infrastructure.db_errors import error_name
 from infrastructure.spool import Spool, SpoolCodecError, SpoolEntry, check_spoolable
 
 logger = logging.getLogger(__name__)
@@ -40,31 +31,10 @@ T = TypeVar("T")
 
 # Past this many waiting items, new ones go to disk instead of memory.
 DEFAULT_HIGH_WATER = 50_000
-RETRY_INITIAL_S = 0.05
-RETRY_MAX_S = 2.0
-RETRY_JITTER_S = 0.1
 # How soon after a spill this process tries its own spool files again once writes succeed.
 RESPOOL_REPLAY_INTERVAL_S = 30.0
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
-
-
-def _broken(conn: Any) -> StorageUnavailable:
-    # asyncpg reports a session killed mid-statement (server shutdown) as InternalClientError
-    # and may leave the connection looking usable; drop it so the pool opens a fresh one.
-    conn.terminate()
-    return StorageUnavailable("database connection broke mid-write")
-
-
-class _Item(NamedTuple):
-    op: str
-    sql: str
-    args: tuple[Any, ...]
-    enqueued_at: float
-
-
-def _ops(items: Sequence[_Item]) -> str:
-    return ",".join(sorted({i.op for i in items}))
 
 
 class DatabaseBatcher:
@@ -88,13 +58,18 @@ class DatabaseBatcher:
         settings: Settings,
         high_water: int = DEFAULT_HIGH_WATER,
     ) -> None:
-        self._pool = pool
         self._settings = settings
         self._spool = Spool(settings.batch_spool_dir)
+        self._writer = BatchWriter(
+            pool=pool,
+            spool=self._spool,
+            max_attempts=settings.batch_max_attempts,
+            on_error=self._note_error,
+        )
         self._high_water = max(high_water, settings.batch_max_size)
         self._statements: dict[str, tuple[str, int]] = {}
-        self._queue: deque[_Item] = deque()
-        self._overflow: list[_Item] = []
+        self._queue: deque[BatchItem] = deque()
+        self._overflow: list[BatchItem] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -102,16 +77,9 @@ class DatabaseBatcher:
         self._background: set[asyncio.Task[Any]] = set()
         self._state = "new"
         self._taken = 0
-        self._healthy = True
         self._spooled_since_replay = False
         self._last_replay = 0.0
         self._enqueued = 0
-        self._written = 0
-        self._flushes = 0
-        self._round_trips = 0
-        self._retries = 0
-        self._failures = 0
-        self._rejected = 0
         self._spooled = 0
         self._replayed = 0
         self._lost = 0
@@ -158,7 +126,7 @@ class DatabaseBatcher:
                 f"batch op {op!r}: {exc}",
                 suggestion="pass str/int/float/bool/None, UUID, datetime/date, or a vector",
             ) from None
-        item = _Item(op, sql, tuple(args), time.monotonic())
+        item = BatchItem(op, sql, tuple(args), time.monotonic())
         self._enqueued += 1
         if self._state == "closed":
             logger.warning("batcher is closed; spooling a late write (op=%s)", op)
@@ -212,7 +180,7 @@ class DatabaseBatcher:
             self._state = "closed"
         logger.info(
             "batcher closed (written=%s, spooled=%s, rejected=%s)",
-            self._written, self._spooled, self._rejected,
+            self._writer.written, self._spooled, self._writer.rejected,
         )
 
     def stats(self) -> dict[str, Any]:
@@ -223,6 +191,7 @@ class DatabaseBatcher:
         rejected counts items the database refused (kept in rejected.jsonl); replayed counts
         items read back from the spool; lost counts items neither database nor disk would take.
         """
+        writer = self._writer
         oldest_ms = 0.0
         if self._queue:
             oldest_ms = round((time.monotonic() - self._queue[0].enqueued_at) * 1000, 1)
@@ -230,13 +199,13 @@ class DatabaseBatcher:
             "state": self._state,
             "registered_ops": len(self._statements),
             "items_enqueued": self._enqueued,
-            "items_written": self._written,
-            "flushes": self._flushes,
-            "round_trips": self._round_trips,
-            "round_trips_saved": max(0, self._written - self._round_trips),
-            "retries": self._retries,
-            "failures": self._failures,
-            "rejected": self._rejected,
+            "items_written": writer.written,
+            "flushes": writer.flushes,
+            "round_trips": writer.round_trips,
+            "round_trips_saved": max(0, writer.written - writer.round_trips),
+            "retries": writer.retries,
+            "failures": writer.failures,
+            "rejected": writer.rejected,
             "spooled": self._spooled,
             "replayed": self._replayed,
             "lost": self._lost,
@@ -273,7 +242,7 @@ class DatabaseBatcher:
     def _replay_due(self) -> bool:
         return (
             self._spooled_since_replay
-            and self._healthy
+            and self._writer.healthy
             and not self._queue
             and time.monotonic() - self._last_replay >= RESPOOL_REPLAY_INTERVAL_S
         )
@@ -293,132 +262,23 @@ class DatabaseBatcher:
 
     # --- writing -----------------------------------------------------------------------------
 
-    async def _write_items(self, items: list[_Item]) -> None:
+    async def _write_items(self, items: list[BatchItem]) -> None:
         """Write, reject or spool every item; the caller holds the lock."""
         try:
-            await self._write_batch(items)
+            unwritten = await self._writer.write(items)
         except asyncio.CancelledError:
             # A shutdown timeout must not lose what was in flight; replays are idempotent.
             self._spool_sync(items)
             raise
+        if unwritten:
+            await self._spool_or_keep(unwritten)
 
-    async def _write_batch(self, items: list[_Item]) -> None:
-        groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-        for item in items:
-            groups.setdefault((item.op, item.sql), []).append(item.args)
-        attempts = self._attempts()
-        try:
-            await self._retrying(self._execute_groups, groups, attempts=attempts)
-        except Exception as exc:
-            self._failures += 1
-            self._last_error = error_name(exc)
-            if is_transient(exc):
-                self._healthy = False
-                logger.error(
-                    "batcher gave up on %s writes after %s attempts (%s, ops=%s); spooling",
-                    len(items), attempts, self._last_error, _ops(items),
-                )
-                await self._spool_or_keep(items)
-            else:
-                logger.warning(
-                    "batch of %s writes refused (%s, ops=%s); writing them one by one",
-                    len(items), self._last_error, _ops(items),
-                )
-                await self._write_one_by_one(items)
-            return
-        self._healthy = True
-        self._flushes += 1
-        self._written += len(items)
-
-    async def _execute_groups(self, groups: dict[tuple[str, str], list[tuple[Any, ...]]]) -> None:
-        async with self._pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    for (_op, sql), rows in groups.items():
-                        self._round_trips += 1
-                        await conn.executemany(sql, rows)
-            except asyncpg_base.InternalClientError:
-                raise _broken(conn) from None
-
-    async def _execute_one(self, item: _Item) -> None:
-        async with self._pool.acquire() as conn:
-            try:
-                self._round_trips += 1
-                await conn.execute(item.sql, *item.args)
-            except asyncpg_base.InternalClientError:
-                raise _broken(conn) from None
-
-    async def _write_one_by_one(self, items: list[_Item]) -> None:
-        for index, item in enumerate(items):
-            attempts = self._attempts()
-            try:
-                await self._retrying(self._execute_one, item, attempts=attempts)
-            except Exception as exc:
-                self._failures += 1
-                self._last_error = error_name(exc)
-                if is_transient(exc):
-                    self._healthy = False
-                    rest = items[index:]
-                    logger.error(
-                        "batcher gave up on %s writes after %s attempts (%s, ops=%s); spooling",
-                        len(rest), attempts, self._last_error, _ops(rest),
-                    )
-                    await self._spool_or_keep(rest)
-                    return
-                await self._reject(item, exc)
-            else:
-                self._written += 1
-
-    async def _reject(self, item: _Item, exc: BaseException) -> None:
-        self._rejected += 1
-        cause = exc.__cause__ if isinstance(exc, StorageUnavailable) else exc
-        # Constraint names are schema, not user data; the message and detail may hold values.
-        logger.warning(
-            "batcher: database refused a write (op=%s, error=%s, constraint=%s); kept in %s",
-            item.op, error_name(exc), getattr(cause, "constraint_name", None),
-            "rejected.jsonl",
-        )
-        entry = SpoolEntry(item.op, item.sql, item.args)
-        try:
-            await asyncio.to_thread(self._spool.write_rejected, entry, error_name(exc))
-        except (OSError, SpoolCodecError) as write_exc:
-            logger.error(
-                "batcher could not keep a refused write (op=%s, %s)",
-                item.op, type(write_exc).__name__,
-            )
-
-    def _attempts(self) -> int:
-        """Full retries while the database is healthy; once a batch has used them all up and
-        nothing has been written since, one attempt per batch, then the spool. Otherwise a
-        long queue (a drain at shutdown) would wait out the whole backoff once per batch and
-        outlast the shutdown deadline with its writes still in memory."""
-        return self._settings.batch_max_attempts if self._healthy else 1
-
-    async def _retrying(
-        self, fn: Callable[..., Awaitable[T]], *args: Any, attempts: int | None = None
-    ) -> T:
-        retryer = AsyncRetrying(
-            stop=stop_after_attempt(attempts or self._settings.batch_max_attempts),
-            wait=wait_exponential_jitter(
-                multiplier=RETRY_INITIAL_S, max=RETRY_MAX_S, jitter=RETRY_JITTER_S
-            ),
-            retry=retry_if_exception(is_transient),
-            before_sleep=self._count_retry,
-            reraise=True,
-        )
-        return await retryer(fn, *args)
-
-    def _count_retry(self, state: RetryCallState) -> None:
-        self._retries += 1
-        if state.outcome is not None and state.outcome.failed:
-            exc = state.outcome.exception()
-            if exc is not None:
-                self._last_error = error_name(exc)
-        logger.debug("batcher retrying a write (attempt %s)", state.attempt_number)
+    def _note_error(self, name: str) -> None:
+        self._last_error = name
 
     # --- spool -------------------------------------------------------------------------------
 
-    async def _spool_items(self, items: Sequence[_Item]) -> bool:
+    async def _spool_items(self, items: Sequence[BatchItem]) -> bool:
         entries = [SpoolEntry(i.op, i.sql, i.args) for i in items]
         try:
             await asyncio.to_thread(self._spool.write, entries)
@@ -426,15 +286,15 @@ class DatabaseBatcher:
             self._last_error = type(exc).__name__
             logger.error(
                 "batcher could not spool %s writes (%s, ops=%s)",
-                len(items), type(exc).__name__, _ops(items),
+                len(items), type(exc).__name__, ops_of(items),
             )
             return False
         self._spooled += len(items)
         self._spooled_since_replay = True
-        logger.warning("batcher spooled %s writes to disk (ops=%s)", len(items), _ops(items))
+        logger.warning("batcher spooled %s writes to disk (ops=%s)", len(items), ops_of(items))
         return True
 
-    async def _spool_or_keep(self, items: list[_Item]) -> None:
+    async def _spool_or_keep(self, items: list[BatchItem]) -> None:
         if await self._spool_items(items):
             return
         if self._state == "running" or self._state == "new":
@@ -442,9 +302,9 @@ class DatabaseBatcher:
             self._queue.extendleft(reversed(items))
             return
         self._lost += len(items)
-        logger.error("batcher is closing and lost %s writes (ops=%s)", len(items), _ops(items))
+        logger.error("batcher is closing and lost %s writes (ops=%s)", len(items), ops_of(items))
 
-    def _spool_sync(self, items: Sequence[_Item]) -> None:
+    def _spool_sync(self, items: Sequence[BatchItem]) -> None:
         """Last-resort spooling from sync or cancelled code paths (blocks briefly)."""
         if not items:
             return
@@ -454,7 +314,7 @@ class DatabaseBatcher:
             self._lost += len(items)
             self._last_error = type(exc).__name__
             logger.error(
-                "batcher lost %s writes (%s, ops=%s)", len(items), type(exc).__name__, _ops(items)
+                "batcher lost %s writes (%s, ops=%s)", len(items), type(exc).__name__, ops_of(items)
             )
             return
         self._spooled += len(items)
@@ -513,7 +373,7 @@ class DatabaseBatcher:
                 self._last_error = "SpoolCodecError"
                 logger.error("batcher skipped %s unreadable spool lines; file kept aside", corrupt)
             now = time.monotonic()
-            items = [_Item(e.op, e.sql, e.args, now) for e in entries]
+            items = [BatchItem(e.op, e.sql, e.args, now) for e in entries]
             self._replayed += len(items)
             total += len(items)
             size = self._settings.batch_max_size

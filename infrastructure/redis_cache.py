@@ -1,4 +1,4 @@
-"""The shared JSON cache: Redis when it is configured and alive, an in-process cache otherwise.
+"""The shared JSON cache: Redis when it is configured and alive, the in-process one otherwise.
 
 Redis sits on a voice turn's critical path, so a dead Redis must cost one short timeout and no
 more: the first failed call switches to the in-process cache, and a background task probes
@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -21,7 +19,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from core.config import Settings
-from core.errors import ConfigError, InvalidInput
+from core.errors import ConfigError
+from infrastructure.cache import check_key, check_ttl, encode_json, not_a_counter
+from infrastructure.in_process_cache import InProcessCache
 
 logger = logging.getLogger(__name__)
 
@@ -37,209 +37,8 @@ BACKEND_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
 T = TypeVar("T")
 
 
-@runtime_checkable
-class Cache(Protocol):
-    """What services use to cache JSON values and count fixed-window events."""
-
-    async def get_json(self, key: str) -> Any | None: ...
-
-    async def set_json(self, key: str, value: Any, ttl_s: int | None = None) -> None: ...
-
-    async def delete(self, *keys: str) -> None: ...
-
-    async def incr(self, key: str, ttl_s: int) -> int: ...
-
-    def stats(self) -> dict[str, Any]: ...
-
-    async def aclose(self) -> None: ...
-
-
-def encode_json(value: Any) -> str:
-    """Serialize `value` as strict JSON, or raise InvalidInput saying what to pass instead."""
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(
-            f"cache value is not JSON-serializable: {exc}",
-            suggestion="pass dicts, lists, str, int, finite float, bool or None; convert "
-            "UUIDs, datetimes and numpy values to str/float/list first",
-        ) from None
-
-
-def _check_key(key: str) -> None:
-    if not isinstance(key, str) or not key:
-        raise InvalidInput(
-            "cache key must be a non-empty string",
-            suggestion="build keys like 'profile:<user_id>'",
-        )
-
-
-def _check_ttl(ttl_s: float) -> None:
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or ttl_s <= 0:
-        raise InvalidInput(
-            "cache ttl_s must be a positive number of seconds",
-            suggestion="pass ttl_s >= 1, or None for the default TTL",
-        )
-
-
 def _ms(ttl_s: float) -> int:
     return max(1, int(ttl_s * 1000))
-
-
-def _not_a_counter() -> InvalidInput:
-    return InvalidInput(
-        "incr used on a cache key that holds something other than an integer",
-        suggestion="use a separate key (e.g. 'rate:<user_id>') for counters",
-    )
-
-
-class InProcessCache:
-    """A TTL + LRU cache of JSON payloads inside this process.
-
-    Values are stored encoded, so callers get a fresh copy on every read (as they do from
-    Redis) and cannot change the cache by mutating what they got. Expired entries are dropped
-    when touched; at capacity the least recently used entry is evicted.
-
-    Args:
-        max_entries: how many keys to keep before evicting.
-        default_ttl_s: TTL used when `set_json` gets `ttl_s=None`.
-        clock: monotonic seconds; tests pass a fake one.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_entries: int,
-        default_ttl_s: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if max_entries < 1:
-            raise ConfigError(
-                "in-process cache needs room for at least one entry",
-                suggestion="set CACHE_LOCAL_MAX_ENTRIES to 16 or more",
-            )
-        self.max_entries = max_entries
-        self.default_ttl_s = default_ttl_s
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._hits = 0
-        self._misses = 0
-        self._sets = 0
-        self._deletes = 0
-        self._incrs = 0
-        self._evictions = 0
-        self._expirations = 0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> InProcessCache:
-        return cls(
-            max_entries=settings.cache_local_max_entries,
-            default_ttl_s=settings.cache_default_ttl_s,
-        )
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def evictions(self) -> int:
-        return self._evictions
-
-    # Raw payload methods: RedisCache uses these so a value is encoded only once.
-
-    def get_raw(self, key: str) -> str | None:
-        entry = self._live_entry(key)
-        if entry is None:
-            self._misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self._hits += 1
-        return entry[1]
-
-    def set_raw(self, key: str, payload: str, ttl_s: float) -> None:
-        self._sets += 1
-        self._store(key, payload, self._clock() + ttl_s)
-
-    def delete_raw(self, keys: tuple[str, ...]) -> None:
-        for key in keys:
-            self._deletes += 1
-            self._entries.pop(key, None)
-
-    def incr_sync(self, key: str, ttl_s: float) -> int:
-        self._incrs += 1
-        entry = self._live_entry(key)
-        if entry is None:
-            # A new window starts with the first event and ends ttl_s later, like Redis.
-            self._store(key, "1", self._clock() + ttl_s)
-            return 1
-        expires_at, payload = entry
-        try:
-            count = int(payload) + 1
-        except ValueError:
-            raise _not_a_counter() from None
-        self._store(key, str(count), expires_at)
-        return count
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    # The Cache protocol.
-
-    async def get_json(self, key: str) -> Any | None:
-        _check_key(key)
-        payload = self.get_raw(key)
-        return None if payload is None else json.loads(payload)
-
-    async def set_json(self, key: str, value: Any, ttl_s: int | None = None) -> None:
-        _check_key(key)
-        ttl = self.default_ttl_s if ttl_s is None else ttl_s
-        _check_ttl(ttl)
-        self.set_raw(key, encode_json(value), ttl)
-
-    async def delete(self, *keys: str) -> None:
-        for key in keys:
-            _check_key(key)
-        self.delete_raw(keys)
-
-    async def incr(self, key: str, ttl_s: int) -> int:
-        _check_key(key)
-        _check_ttl(ttl_s)
-        return self.incr_sync(key, ttl_s)
-
-    def stats(self) -> dict[str, Any]:
-        lookups = self._hits + self._misses
-        return {
-            "backend": "memory",
-            "entries": len(self._entries),
-            "max_entries": self.max_entries,
-            "hits": self._hits,
-            "misses": self._misses,
-            "hit_rate": round(self._hits / lookups, 4) if lookups else 0.0,
-            "sets": self._sets,
-            "deletes": self._deletes,
-            "incrs": self._incrs,
-            "evictions": self._evictions,
-            "expirations": self._expirations,
-        }
-
-    async def aclose(self) -> None:
-        self.clear()
-
-    def _live_entry(self, key: str) -> tuple[float, str] | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= self._clock():
-            del self._entries[key]
-            self._expirations += 1
-            return None
-        return entry
-
-    def _store(self, key: str, payload: str, expires_at: float) -> None:
-        self._entries[key] = (expires_at, payload)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-            self._evictions += 1
 
 
 class RedisCache:
@@ -328,8 +127,9 @@ class RedisCache:
         return "redis" if self._healthy else "memory"
 
     async def get_json(self, key: str) -> Any | None:
-        _check_key(key)
-        payload: str | None
+        check_key(key)
+        # str: the client decodes responses (its annotation also allows bytes).
+        payload: str | bytes | None
         if self._healthy:
             try:
                 payload = await self._redis(self._client_or_fail().get(KEY_PREFIX + key))
@@ -353,9 +153,9 @@ class RedisCache:
         return value
 
     async def set_json(self, key: str, value: Any, ttl_s: int | None = None) -> None:
-        _check_key(key)
+        check_key(key)
         ttl = self._default_ttl_s if ttl_s is None else ttl_s
-        _check_ttl(ttl)
+        check_ttl(ttl)
         payload = encode_json(value)
         self._sets += 1
         if self._healthy:
@@ -371,7 +171,7 @@ class RedisCache:
 
     async def delete(self, *keys: str) -> None:
         for key in keys:
-            _check_key(key)
+            check_key(key)
         if not keys:
             return
         self._deletes += len(keys)
@@ -389,15 +189,15 @@ class RedisCache:
 
     async def incr(self, key: str, ttl_s: int) -> int:
         """Count one event in the window that started with the first event for `key`."""
-        _check_key(key)
-        _check_ttl(ttl_s)
+        check_key(key)
+        check_ttl(ttl_s)
         self._incrs += 1
         if self._healthy:
             try:
                 return await self._redis(self._redis_incr(KEY_PREFIX + key, ttl_s))
             except ResponseError as exc:
                 if "not an integer" in str(exc):
-                    raise _not_a_counter() from None
+                    raise not_a_counter() from None
                 self._on_failure(exc)
             except BACKEND_FAILURES as exc:
                 self._on_failure(exc)

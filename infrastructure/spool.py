@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
@@ -185,7 +185,7 @@ class Spool:
         if not entries:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         name = f"{SPOOL_PREFIX}{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SPOOL_SUFFIX}"
         final = self.directory / name
         part = self.directory / f".{name}{PART_SUFFIX}"
@@ -202,7 +202,7 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         record = json.loads(dumps_entry(entry))
         record["error"] = error_type
-        record["rejected_at"] = datetime.now(timezone.utc).isoformat()
+        record["rejected_at"] = datetime.now(UTC).isoformat()
         # One write() per line in append mode keeps concurrent writers' lines whole.
         with open(self.directory / REJECTED_FILE, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, separators=(",", ":")) + "\n")

@@ -13,18 +13,15 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.config import Settings
+from core.config import EmbeddingProvider, Settings
 from infrastructure import migrations
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.embedded_postgres import EmbeddedPostgres
-from infrastructure.embeddings import (
-    Embedder,
-    LocalEmbedder,
-    build_embedder,
-    check_dimension,
-)
+from infrastructure.embeddings import Embedder, check_dimension
+from infrastructure.local_embedder import LOCAL_DIMENSIONS, LOCAL_MODEL_NAME, LocalEmbedder
 from infrastructure.model_clients import ModelClients
+from infrastructure.openai_embedder import DEFAULT_OPENAI_MODEL, OpenAIEmbedder
 from infrastructure.redis_cache import RedisCache
 from rag_system.engine import RetrievalEngine
 from services.memory.consolidation_service import ConsolidationService
@@ -90,6 +87,7 @@ class Services:
         # Sessions closing in the background still write through every service below.
         while self.background:
             await asyncio.gather(*list(self.background), return_exceptions=True)
+        embedded = self.embedded_postgres
         # Services first: their background tasks still write through the batcher and pool.
         for name, closer in (
             ("conversations", self.conversations.aclose),
@@ -102,7 +100,7 @@ class Services:
             ("cache", self.cache.aclose),
             ("pool", self.pool.aclose),
             ("models", self.models.aclose),
-            ("embedded postgres", self.embedded_postgres and self.embedded_postgres.aclose),
+            ("embedded postgres", embedded.aclose if embedded is not None else None),
         ):
             if closer is None:
                 continue
@@ -120,6 +118,35 @@ async def _quietly(work: Coroutine[Any, Any, Any], what: str) -> None:
         await work
     except Exception as exc:
         logger.warning("%s failed (%s)", what, type(exc).__name__)
+
+
+def build_embedder(
+    settings: Settings, models: ModelClients, *, local: LocalEmbedder | None = None
+) -> Embedder:
+    """The embedder `settings` asks for; `local` is the one loaded in prewarm, if any."""
+    if settings.embedding_provider is EmbeddingProvider.OPENAI:
+        # The default EMBEDDING_MODEL names the local model, which no OpenAI server has.
+        model = (
+            DEFAULT_OPENAI_MODEL
+            if settings.embedding_model == LOCAL_MODEL_NAME
+            else settings.embedding_model
+        )
+        logger.info(
+            "embeddings: OpenAI-compatible server, model %s, %s dimensions "
+            "(EMBEDDING_PROVIDER=openai)",
+            model,
+            settings.embedding_dimensions,
+        )
+        return OpenAIEmbedder(
+            client=models.openai, model=model, dimensions=settings.embedding_dimensions
+        )
+    logger.info(
+        "embeddings: local %s, %s dimensions (EMBEDDING_PROVIDER=local, prewarmed=%s)",
+        LOCAL_MODEL_NAME,
+        LOCAL_DIMENSIONS,
+        local is not None,
+    )
+    return local if local is not None else LocalEmbedder.load()
 
 
 async def build_services(

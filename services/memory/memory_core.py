@@ -20,9 +20,9 @@ from core.tasks import BackgroundTasks
 from infrastructure.connection_pool import ConnectionPool
 
 if TYPE_CHECKING:
+    from infrastructure.cache import Cache
     from infrastructure.database_batcher import DatabaseBatcher
     from infrastructure.embeddings import Embedder
-    from infrastructure.redis_cache import Cache
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from rag_system.query import is_small_talk
 from rag_system.scoring import ScoredMemory
 
 if TYPE_CHECKING:
-    from infrastructure.redis_cache import Cache
+    from infrastructure.cache import Cache
     from services.memory.memory_service import MemoryService
 
 logger = logging.getLogger(__name__)

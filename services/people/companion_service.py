@@ -21,8 +21,8 @@ import asyncpg
 from core.config import Settings
 from core.errors import InvalidIdentity, InvalidInput
 from core.validators import clean_text
+from infrastructure.cache import Cache
 from infrastructure.connection_pool import ConnectionPool
-from infrastructure.redis_cache import Cache
 from services.persona.pad import TRAIT_NAMES, BigFive
 
 logger = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ from core.errors import InvalidInput
 from core.prompts import render
 from core.tasks import BackgroundTasks
 from core.validators import MAX_UTTERANCE_CHARS, clean_text
+from infrastructure.cache import Cache
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.model_clients import ModelClients
-from infrastructure.redis_cache import Cache
 from services.persona.proactive_service import due_from_day
 
 logger = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from core.config import Settings
 from core.errors import InvalidIdentity, InvalidInput
 from core.validators import clean_text, parse_user_id
+from infrastructure.cache import Cache
 from infrastructure.connection_pool import ConnectionPool
-from infrastructure.redis_cache import Cache
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from core.config import Settings
 from core.dates import utc_now
 from core.latency import LatencyWindow
 from core.validators import MAX_UTTERANCE_CHARS, clean_text
+from infrastructure.cache import Cache
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
-from infrastructure.redis_cache import Cache
 from services.people.companion_service import Companion
 from services.persona import mood as moodlib
 from services.persona.mood import NEEDS, QUIRK_ACTIVE_STRENGTH, Needs, QuirkPattern

@@ -19,8 +19,8 @@ from core.config import Settings
 from core.errors import ConfigError, LimitExceeded
 
 if TYPE_CHECKING:
+    from infrastructure.cache import Cache
     from infrastructure.connection_pool import ConnectionPool
-    from infrastructure.redis_cache import Cache
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, UTC
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ def probe_row(n: int) -> tuple[Any, ...]:
         uuid.uuid4(),
         n,
         f"item {n}",
-        datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=n),
+        datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n),
         date(2026, 1, 1) + timedelta(days=n % 365),
         np.array([n, 0.5, -1.0], dtype=np.float32),
     )

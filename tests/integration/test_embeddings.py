@@ -15,13 +15,11 @@ import pytest
 
 from core.errors import ConfigError, EmbeddingDimensionMismatch, EmbeddingError
 from infrastructure.connection_pool import ConnectionPool
-from infrastructure.embeddings import (
-    LocalEmbedder,
-    OpenAIEmbedder,
-    build_embedder,
-    check_dimension,
-)
+from infrastructure.embeddings import check_dimension
+from infrastructure.local_embedder import LocalEmbedder
 from infrastructure.model_clients import ModelClients
+from infrastructure.openai_embedder import OpenAIEmbedder
+from services.composition import build_embedder
 from tests.support.openai_server import OpenAIStubServer, hashed_bag_of_words
 
 pytestmark = pytest.mark.integration
@@ -198,7 +196,7 @@ async def test_build_embedder_uses_the_openai_server_when_configured(
     settings = openai_settings(embedding_model="all-MiniLM-L6-v2")
     models = ModelClients.create(settings)
     try:
-        with caplog.at_level(logging.INFO, logger="infrastructure.embeddings"):
+        with caplog.at_level(logging.INFO, logger="services.composition"):
             embedder = build_embedder(settings, models)
         await embedder.embed("hello")
     finally:
@@ -212,7 +210,7 @@ async def test_build_embedder_reuses_the_prewarmed_local_model(
     models: ModelClients, make_settings, local_embedder: LocalEmbedder,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="infrastructure.embeddings"):
+    with caplog.at_level(logging.INFO, logger="services.composition"):
         embedder = build_embedder(make_settings(), models, local=local_embedder)
     assert embedder is local_embedder
     assert "EMBEDDING_PROVIDER=local" in caplog.text

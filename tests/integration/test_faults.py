@@ -20,7 +20,7 @@ from openai import AsyncOpenAI
 
 from core.config import Settings
 from core.errors import EmbeddingError
-from infrastructure.embeddings import OpenAIEmbedder
+from infrastructure.openai_embedder import OpenAIEmbedder
 from livekit_layer.companion_session import CompanionSession
 from livekit_layer.session_open import open_session
 from services.composition import Services, build_services

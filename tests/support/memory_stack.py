@@ -19,7 +19,7 @@ from core.dates import utc_now
 from core.memory_records import MEMORY_COLUMNS, Memory, normalize_key
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
-from infrastructure.embeddings import OpenAIEmbedder
+from infrastructure.openai_embedder import OpenAIEmbedder
 from infrastructure.redis_cache import RedisCache
 from services.memory.memory_service import MemoryService
 from tests.support.openai_server import OpenAIStubServer

@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import ConfigError, InvalidInput
-from infrastructure.redis_cache import Cache, InProcessCache, RedisCache
+from infrastructure.cache import Cache
+from infrastructure.in_process_cache import InProcessCache
+from infrastructure.redis_cache import RedisCache
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ import os
 import threading
 import time
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, UTC
 from decimal import Decimal
 from pathlib import Path
 
@@ -39,7 +39,7 @@ scalars = st.one_of(
     st.floats(allow_nan=False),
     st.text(),
     st.uuids(),
-    st.datetimes(timezones=st.sampled_from([timezone.utc, IST])),
+    st.datetimes(timezones=st.sampled_from([UTC, IST])),
     st.datetimes(),
     st.dates(),
     st.timedeltas(),
@@ -100,7 +100,7 @@ def test_unsupported_values_are_refused_up_front() -> None:
         encode_value(object())
     with pytest.raises(SpoolCodecError):
         check_spoolable((1, {1, 2}))
-    check_spoolable((None, 1, 2.0, "s", uuid.uuid4(), datetime.now(timezone.utc), Decimal(1),
+    check_spoolable((None, 1, 2.0, "s", uuid.uuid4(), datetime.now(UTC), Decimal(1),
                      np.zeros(3), [1.0], b"x", {"a": 1}))
 
 
