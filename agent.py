@@ -35,6 +35,7 @@ from livekit_layer.companion_session import CompanionSession, SessionUser
 from livekit_layer.job import end_job, log_fields_for
 from livekit_layer.session_models import build_session, companion_stt, companion_voice
 from livekit_layer.session_open import open_session, open_successor
+from livekit_layer.session_voices import SessionVoices
 from livekit_layer.tool_calls import tool_call
 from livekit_layer.worker_start import prepare_cli
 from services.composition import build_services
@@ -276,9 +277,10 @@ async def entrypoint(ctx: JobContext) -> None:
     services = await build_services(settings, local_embedder=ctx.proc.userdata.get("embedder"))
     companion: CompanionSession | None = None
     session: AgentSession[SessionUser] | None = None
+    voices: SessionVoices | None = None
 
     async def end_of_job() -> None:
-        await end_job(services, opened=companion, session=session)
+        await end_job(services, opened=companion, session=session, voices=voices)
 
     ctx.add_shutdown_callback(end_of_job)
     companion = await open_session(
@@ -287,6 +289,7 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     log_fields_for(companion)
     session = build_session(companion, ctx.proc.userdata["vad"])
+    voices = SessionVoices(session)  # livekit closes no TTS itself
     companion.attach(session)
     # The participant left or the session failed: end the job, which ends the conversation.
     session.on("close", lambda _: ctx.shutdown(reason="session closed"))

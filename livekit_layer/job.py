@@ -8,6 +8,7 @@ from typing import Any
 from livekit.agents import AgentSession, get_job_context
 
 from livekit_layer.companion_session import CompanionSession
+from livekit_layer.session_voices import SessionVoices
 from services.composition import Services
 
 
@@ -36,12 +37,19 @@ def log_fields_for(companion: CompanionSession) -> None:
 
 
 async def end_job(
-    services: Services, *, opened: CompanionSession | None, session: AgentSession[Any] | None
+    services: Services,
+    *,
+    opened: CompanionSession | None,
+    session: AgentSession[Any] | None,
+    voices: SessionVoices | None = None,
 ) -> None:
-    """The end of a job, in this order: the conversation the job opened and the one talking now
-    (another companion may have been called by name since) close, with their summaries; then
-    the services, whose pool the summaries need. Closing a conversation twice is a no-op.
+    """The end of a job, in this order: the session and its TTS instances close (`voices`);
+    the conversation the job opened and the one talking now (another companion may have been
+    called by name since) close, with their summaries; then the services, whose pool the
+    summaries need and whose HTTP client OpenAI TTS used. Closing anything twice is a no-op.
     """
+    if voices is not None:
+        await voices.aclose()
     for talking in (opened, talking_companion(session)):
         if talking is not None:
             await talking.close(wait=True)

@@ -4,6 +4,8 @@ hears its language, the TTS speaks with its voice (and, on OpenAI TTS, its langu
 
 from __future__ import annotations
 
+import logging
+
 from livekit.agents import AgentSession, APIConnectOptions, stt, tts
 from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.vad import VAD
@@ -11,10 +13,13 @@ from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import openai as lk_openai
 
 from core.config import Settings
+from core.errors import ConfigError
 from livekit_layer.companion_session import CompanionSession, SessionUser
 from livekit_layer.session_prompts import language_name
 from services.composition import Services
 from uplift_tts import build_tts
+
+logger = logging.getLogger(__name__)
 
 # After the first immediate retry; a voice user is waiting, so keep it short.
 LLM_RETRY_INTERVAL_S = 1.0
@@ -77,12 +82,15 @@ def companion_stt(companion: CompanionSession) -> stt.STT:
 
 def companion_voice(companion: CompanionSession) -> tts.TTS | NotGiven:
     """The companion's own voice, or the session's default TTS when it has none and speaks
-    English.
+    English (or when the provider its voice belongs to is not configured: then a warning says
+    what to set).
 
-    Uplift voice ids look like `v_...`; anything else names an OpenAI voice. An Uplift voice
-    speaks the language it was made for. OpenAI TTS reads any language and is told the
-    companion's when it is not English (its `instructions`), except on models that take none
-    (tts-1, tts-1-hd). Set per agent, so a hand-off to another companion changes the voice.
+    An Uplift voice id (`v_...`) speaks through Uplift first, an OpenAI voice name through
+    OpenAI first, whichever provider the session prefers (`build_tts`); an Uplift voice speaks
+    the language it was made for. OpenAI TTS reads any language and is told the companion's
+    when it is not English (its `instructions`), except on models that take none (tts-1,
+    tts-1-hd). Set per agent, so a hand-off to another companion changes the voice;
+    `SessionVoices` closes it when the agent leaves.
     """
     voice = companion.companion.voice
     language = companion.companion.language
@@ -91,13 +99,20 @@ def companion_voice(companion: CompanionSession) -> tts.TTS | NotGiven:
         return NOT_GIVEN
     services = companion.services
     settings = services.settings
-    if voice:
-        field = "upliftai_voice_id" if voice.startswith("v_") else "tts_voice"
-        settings = settings.model_copy(update={field: voice})
-    speech = build_tts(settings, http_session=services.models.http)
     takes_instructions = not settings.tts_model.startswith(TTS_WITHOUT_INSTRUCTIONS)
-    if isinstance(speech, lk_openai.TTS) and takes_instructions and not english:
-        # Only when OpenAI TTS speaks alone: build_tts takes no instructions for the OpenAI
-        # voice it puts behind Uplift as the fallback.
-        speech.update_options(instructions=f"Speak {language_name(language)} with a native accent.")
-    return speech
+    instructions = (
+        f"Speak {language_name(language)} with a native accent."
+        if takes_instructions and not english
+        else None
+    )
+    try:
+        return build_tts(
+            settings, voice=voice or None, instructions=instructions,
+            http_session=services.models.http,
+        )
+    except ConfigError as err:
+        logger.warning(
+            "the companion's voice cannot be used; speaking with the session's voice",
+            extra={"error": str(err), "suggestion": err.suggestion},
+        )
+        return NOT_GIVEN

@@ -6,10 +6,12 @@ Every module of the project is parsed (not imported), and every import in it cou
 inside a function or under `if TYPE_CHECKING:`: a loop dodged with a function-local import is
 still a loop. The layers, lowest first (a module imports only its own layer and those below):
 
-    core <- infrastructure <- rag_system <- services <- uplift_tts, livekit_layer <- agent
+    core <- infrastructure <- rag_system <- services <- uplift_socket <- uplift_tts
+        <- livekit_layer <- agent
 
-services may import rag_system, never the reverse; livekit_layer may use uplift_tts (the TTS
-it builds sessions with), never the reverse. Nothing under core/, infrastructure/, rag_system/
+services may import rag_system, never the reverse; uplift_tts uses uplift_socket (its
+connection to Uplift AI); livekit_layer may use uplift_tts (the TTS it builds sessions with),
+never the reverse. Nothing under core/, infrastructure/, rag_system/
 or services/ imports livekit, and no product module imports tests/, bench/ or scripts/, which
 may import the product freely (their own loops are reported too).
 
@@ -25,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("core", "infrastructure", "rag_system", "services", "uplift_tts", "livekit_layer",
-           "agent")
+PRODUCT = ("core", "infrastructure", "rag_system", "services", "uplift_socket", "uplift_tts",
+           "livekit_layer", "agent")
 OUTSIDE = ("tests", "bench", "scripts")
 # What each top-level part may import from the project (besides itself).
 ALLOWED: dict[str, frozenset[str]] = {
@@ -34,9 +36,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "infrastructure": frozenset({"core"}),
     "rag_system": frozenset({"core", "infrastructure"}),
     "services": frozenset({"core", "infrastructure", "rag_system"}),
-    "uplift_tts": frozenset({"core", "infrastructure", "rag_system", "services"}),
+    "uplift_socket": frozenset({"core", "infrastructure", "rag_system", "services"}),
+    "uplift_tts": frozenset({"core", "infrastructure", "rag_system", "services",
+                             "uplift_socket"}),
     "livekit_layer": frozenset({"core", "infrastructure", "rag_system", "services",
-                                "uplift_tts"}),
+                                "uplift_socket", "uplift_tts"}),
     "agent": frozenset(PRODUCT),
     **{part: frozenset(PRODUCT + OUTSIDE) for part in OUTSIDE},
 }
@@ -123,7 +127,8 @@ def collect(root: Path) -> tuple[dict[str, Path], list[Import], list[str]]:
                 if top == "livekit" and part in NO_LIVEKIT:
                     findings.append(
                         f"{shown(path, root)}:{line}: {module} imports livekit: only "
-                        "livekit_layer/, agent.py and uplift_tts.py may import livekit"
+                        "livekit_layer/, agent.py, uplift_tts.py and uplift_socket.py may "
+                        "import livekit"
                     )
                 continue
             # Importing a.b.c runs a/__init__.py and a/b/__init__.py first: a package that

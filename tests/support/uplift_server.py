@@ -63,6 +63,7 @@ class UpliftStubServer:
         chunks: audio messages per request; each carries `chunk_seconds` of a tone.
         connects: the `auth` payload of every connect attempt, accepted or not.
         requests: every `synthesize` payload, in order.
+        request_sids: the connection (Socket.IO sid) each request came on, in the same order.
         cancels: every `cancel` payload.
         sent_pcm: request id -> the PCM the server synthesized for it (before encoding).
     """
@@ -75,6 +76,7 @@ class UpliftStubServer:
         self.chunk_seconds = chunk_seconds
         self.connects: list[Any] = []
         self.requests: list[dict[str, Any]] = []
+        self.request_sids: list[str] = []
         self.cancels: list[dict[str, Any]] = []
         self.sent_pcm: dict[str, bytes] = {}
         # What a connect that passes the key check gets: "ready", an `error` message
@@ -85,6 +87,7 @@ class UpliftStubServer:
         self._faults: list[_Fault] = []
         self._hung: set[str] = set()
         self._sids: set[str] = set()
+        self._connections_changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -149,6 +152,18 @@ class UpliftStubServer:
     def open_connections(self) -> int:
         return len(self._sids)
 
+    async def wait_for_open_connections(self, count: int) -> None:
+        """Return once exactly `count` clients are connected (bound it with a timeout)."""
+        async with self._connections_changed:
+            await self._connections_changed.wait_for(lambda: len(self._sids) == count)
+
+    def voices_on_open_connections(self) -> set[str]:
+        """The voice ids requested over the connections still open."""
+        return {
+            str(r.get("voiceId")) for r, sid in zip(self.requests, self.request_sids, strict=True)
+            if sid in self._sids
+        }
+
     def texts(self) -> list[str]:
         return [r.get("text", "") for r in self.requests]
 
@@ -161,20 +176,28 @@ class UpliftStubServer:
             raise socketio.exceptions.ConnectionRefusedError(self.refusal)
         if self.api_key is not None and token != self.api_key:
             raise socketio.exceptions.ConnectionRefusedError("Invalid API key")
-        self._sids.add(sid)
+        await self._connected(sid)
         if self.greeting == "error":
             await self._send(sid, type="error", **self.session_error)
         elif self.greeting == "ready":
             await self._send(sid, type="ready", sessionId=f"session_{uuid.uuid4().hex[:12]}")
 
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
-        self._sids.discard(sid)
+        async with self._connections_changed:
+            self._sids.discard(sid)
+            self._connections_changed.notify_all()
+
+    async def _connected(self, sid: str) -> None:
+        async with self._connections_changed:
+            self._sids.add(sid)
+            self._connections_changed.notify_all()
 
     async def _cancel(self, sid: str, data: Any) -> None:
         self.cancels.append(data)
 
     async def _synthesize(self, sid: str, data: Any) -> None:
         self.requests.append(data)
+        self.request_sids.append(sid)
         request_id = data.get("requestId") if isinstance(data, dict) else None
         fault = self._take_fault()
         if fault is not None and fault.kind == "hang":

@@ -12,8 +12,8 @@ from core.config import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.unit
 
-PRODUCT = ("agent.py", "uplift_tts.py", "core", "infrastructure", "services", "rag_system",
-           "livekit_layer")
+PRODUCT = ("agent.py", "uplift_tts.py", "uplift_socket.py", "core", "infrastructure", "services",
+           "rag_system", "livekit_layer")
 CONFIG_MODULE = PROJECT_ROOT / "core" / "config.py"
 VALIDATORS = {"field_validator", "model_validator"}
 
