@@ -1,30 +1,38 @@
 """The local prompt-injection detector: normalized text against curated weighted patterns.
 
 Pure and synchronous (regexes only, no I/O, no model), so it can run on every user turn before
-retrieval and the LLM. `SecurityService` wraps it with incident records and the refusal.
+retrieval and the LLM. It reads the whole text in time linear in its length (see
+`injection_views` and `injection_patterns`); the turn's size limit bounds that time.
+`SecurityService` wraps it with incident records and the refusal.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from services.safety.injection_patterns import (
+    ID_TARGET,
     PATTERNS,
+    SCOPED,
     VOCABULARY,
     InjectionCategory,
     Pattern,
-    Views,
-    normalize,
 )
+from services.safety.injection_views import Views, canonical, normalize
 
 DEFAULT_THRESHOLD = 0.5
 MATCHED_CHARS = 120
 FOREIGN_ID_PATTERN = "id.foreign_uuid"
-FOREIGN_ID_WEIGHT = 0.9
+# Someone else's id aimed at ("user <id>", "<id>'s memories") is a signal by itself; an id
+# read off an invoice or a parcel is not, and only counts when something else backs it up.
+# Either way no tool or retrieval path can reach another user: ids never leave the session.
+FOREIGN_ID_TARGET_WEIGHT = 0.85
+FOREIGN_ID_MENTION_WEIGHT = 0.3
 _TOOL_ARG_MAX_DEPTH = 4
 
 
@@ -92,13 +100,16 @@ class InjectionDetector:
         views = normalize(text, VOCABULARY)
         hits = [hit for pattern in PATTERNS if (hit := _match(pattern, views)) is not None]
         own = {i for i in (user_id, companion_id, *allowed_ids) if i is not None}
-        foreign = [found for found in views.uuids if found not in own]
-        if foreign:
-            hits.append(
-                _Hit(FOREIGN_ID_PATTERN, InjectionCategory.FOREIGN_ID, FOREIGN_ID_WEIGHT,
-                     str(foreign[0]))
-            )
+        foreign = _foreign_id(views, own)
+        if foreign is not None:
+            hits.append(foreign)
         return self._verdict(hits)
+
+    @staticmethod
+    def key(text: object) -> str:
+        """What the verdict on `text` depends on: texts with the same key get the same
+        verdict (for the same session ids), so verdicts can be cached under it."""
+        return canonical(text)
 
     def inspect_tool_args(
         self,
@@ -133,6 +144,7 @@ class InjectionDetector:
 
 
 def _match(pattern: Pattern, views: Views) -> _Hit | None:
+    """The pattern's strongest reading in the text: its first full match, else a scoped one."""
     if pattern.view == "squashed":
         text = views.squashed
     elif pattern.view == "raw":
@@ -141,10 +153,31 @@ def _match(pattern: Pattern, views: Views) -> _Hit | None:
         text = views.words
     if not text:
         return None
+    scoped: re.Match[str] | None = None
     for match in pattern.regex.finditer(text):
-        if pattern.check is None or pattern.check(match):
+        share = 1.0 if pattern.check is None else pattern.check(match)
+        if share >= 1.0:
             return _Hit(pattern.name, pattern.category, pattern.weight, match.group(0).strip())
-    return None
+        if share > 0.0 and scoped is None:
+            scoped = match
+    if scoped is None:
+        return None
+    return _Hit(f"{pattern.name}:scoped", pattern.category, pattern.weight * SCOPED,
+                scoped.group(0).strip())
+
+
+def _foreign_id(views: Views, own: set[uuid.UUID]) -> _Hit | None:
+    foreign = [found for found in views.uuids if found not in own]
+    if not foreign:
+        return None
+    for match in ID_TARGET.finditer(views.words):
+        letter = match.group(1) or match.group(2)
+        index = ord(letter) - ord("a")
+        if index < len(views.uuids) and views.uuids[index] not in own:
+            return _Hit(FOREIGN_ID_PATTERN, InjectionCategory.FOREIGN_ID,
+                        FOREIGN_ID_TARGET_WEIGHT, str(views.uuids[index]))
+    return _Hit(FOREIGN_ID_PATTERN, InjectionCategory.FOREIGN_ID, FOREIGN_ID_MENTION_WEIGHT,
+                str(foreign[0]))
 
 
 def _flatten(value: Any, out: list[str], depth: int) -> None:
