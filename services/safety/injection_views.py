@@ -55,7 +55,9 @@ _SEPARATOR = re.compile(rf"[{_SEPARATORS}]")
 # "i g n o r e": four or more single letters in a row.
 _SPACED = re.compile(r"(?<![\w'])[a-z](?: [a-z](?![\w'])){3,}")
 _SENTENCE_END = re.compile(r"[.!?;:]+")
-_NOT_WORD = re.compile(r"[^\w'\s.]|_")
+# An apostrophe inside or at the end of a word stays ("don't", "d'un", "users'"); one opening
+# a word is a quotation mark, and a quoted phrase is read like any other.
+_NOT_WORD = re.compile(r"[^\w'\s.]|_|(?<![\w])'")
 _SPACES = re.compile(r"\s+")
 _NOT_LETTER = re.compile(r"[^a-z]+")
 _UUID = re.compile(
