@@ -30,19 +30,16 @@ from livekit_layer.chat_context import (
     turn_key,
     with_memory_message,
 )
-from livekit_layer.session_prompts import (
-    companion_instructions,
-    history_chat_ctx,
-    switch_instructions,
-)
+from livekit_layer.session_prompts import companion_instructions, history_chat_ctx
 from livekit_layer.session_screening import SessionScreening
 from services.composition import Services
 from services.memory.profile_service import profile_line
 from services.people.companion_service import Companion
-from services.people.conversation_service import ConversationSession, GreetingContext
+from services.people.conversation_service import ConversationSession
+from services.people.greeting import GreetingContext, greeting_instructions
 from services.people.user_service import UserProfile
 from services.persona.personality_service import PersonalitySnapshot
-from services.persona.proactive_service import SilenceWatcher
+from services.persona.silence_watcher import SilenceWatcher
 from services.safety.security_service import InjectionVerdict
 
 logger = logging.getLogger(__name__)
@@ -133,16 +130,14 @@ class CompanionSession:
     def greeting_instructions(self) -> str:
         """The first reply's instructions: a greeting, or the answer to the turn that called
         this companion by name."""
-        if self.opening_turn is not None:
-            text = switch_instructions(
-                self.companion, self.profile, self.greeting, resumed=self.conversation.resumed
-            )
-        else:
-            text = self.services.conversations.greeting_instructions(
-                self.greeting,
-                companion_name=self.companion.name,
-                resumed=self.conversation.resumed,
-            )
+        text = greeting_instructions(
+            self.greeting,
+            companion_name=self.companion.name,
+            name=self.profile.address_as,
+            started_at=self.conversation.started_at,
+            resumed=self.conversation.resumed,
+            answering_turn=self.opening_turn is not None,
+        )
         mood = self.services.personality.describe(
             self.companion, self.personality.mood, self.personality.quirks,
             self.personality.needs,

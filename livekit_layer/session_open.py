@@ -68,7 +68,8 @@ async def open_session(
         services.users.touch(user_id),
     )
     if greeting.follow_ups and not conversation.resumed:
-        services.conversations.mark_raised(greeting.follow_ups)
+        # The greeting brings these up (a resumed session's already did).
+        services.follow_ups.mark_raised(user_id, [f.id for f in greeting.follow_ups])
     session = CompanionSession(
         services=services, profile=profile, companion=companion, conversation=conversation,
         greeting=greeting, personality=snapshot, created_now=created,

@@ -1,5 +1,5 @@
-"""What a companion session tells the model up front: its standing instructions, the answer to
-the turn that called it by name, and a resumed conversation's recent turns.
+"""What a companion session tells the model up front: its standing instructions and a resumed
+conversation's recent turns (the first words' instructions are `services.people.greeting`).
 
 Pure functions over the session's data; `CompanionSession` calls them with its own state.
 """
@@ -11,14 +11,12 @@ from typing import Literal
 
 from livekit.agents import llm
 
-from core.dates import utc_now
 from core.prompts import render
 from services.memory.profile_service import profile_line
 from services.people.companion_service import Companion
-from services.people.conversation_service import GreetingContext, Turn, describe_gap
+from services.people.conversation_service import Turn
 from services.people.user_service import UserProfile
 
-SWITCH_PROMPT = "companion_switch"
 # Logged turn roles that go back into the chat context as they are.
 CHAT_ROLES: dict[str, Literal["user", "assistant"]] = {"user": "user", "assistant": "assistant"}
 # Companion.response_length -> how long its replies are, in the words of the instructions.
@@ -68,35 +66,6 @@ def companion_instructions(companion: Companion, profile: UserProfile, onboardin
         reply_length=REPLY_LENGTHS[companion.response_length],
         profile_line=profile_line(profile) or "Nothing yet: this may be your first talk.",
         onboarding=onboarding,
-    )
-
-
-def switch_instructions(
-    companion: Companion, profile: UserProfile, greeting: GreetingContext, *, resumed: bool
-) -> str:
-    """The first reply's instructions when the person called this companion by name in another
-    companion's session: pick up from their shared history and answer the turn."""
-    if resumed:
-        history = "You were talking with them only moments ago: carry on from there."
-    elif greeting.session_count == 0:
-        history = "You have not talked with them before: this is your first conversation."
-    else:
-        since = greeting.last_activity_at or greeting.last_started_at
-        gap = describe_gap(utc_now() - since) if since else "a while"
-        history = f"It has been {gap} since you two last talked."
-        if greeting.last_summary:
-            history += f" Last time you talked about: {greeting.last_summary}"
-    follow_ups = "; ".join(
-        f.topic + (f" ({f.detail})" if f.detail else "") for f in greeting.follow_ups
-    )
-    name = profile.address_as
-    return render(
-        SWITCH_PROMPT,
-        companion=companion.name,
-        name_line=f"Their name is {name}." if name else "",
-        history_line=history,
-        follow_up_line=f"Later, if it fits naturally, ask about: {follow_ups}"
-        if follow_ups else "",
     )
 
 

@@ -30,6 +30,7 @@ from services.memory.profile_service import ProfileService
 from services.memory.rag_service import RAGService
 from services.people.companion_service import CompanionService
 from services.people.conversation_service import ConversationService
+from services.people.follow_up_service import FollowUpService
 from services.people.onboarding_service import OnboardingService
 from services.people.user_service import UserService
 from services.persona.personality_service import PersonalityService
@@ -57,6 +58,7 @@ class Services:
     rag: RAGService
     personality: PersonalityService
     proactive: ProactiveService
+    follow_ups: FollowUpService
     conversations: ConversationService
     onboarding: OnboardingService
     profiles: ProfileService
@@ -201,9 +203,11 @@ async def build_services(
     retrieval = RetrievalEngine(pool=pool, embedder=embedder, settings=settings)
     rag = RAGService(engine=retrieval, memory=memory, cache=cache, settings=settings)
     personality = PersonalityService(pool=pool, cache=cache, batcher=batcher, settings=settings)
-    proactive = ProactiveService(pool=pool, personality=personality, settings=settings)
+    follow_ups = FollowUpService(pool=pool, batcher=batcher)
+    proactive = ProactiveService(follow_ups=follow_ups, personality=personality, settings=settings)
     conversations = ConversationService(
-        pool=pool, models=models, cache=cache, batcher=batcher, settings=settings
+        pool=pool, models=models, cache=cache, batcher=batcher, follow_ups=follow_ups,
+        settings=settings,
     )
     onboarding = OnboardingService(users=users, companions=companions)
     profiles = ProfileService(
@@ -219,7 +223,7 @@ async def build_services(
         settings=settings, pool=pool, models=models, cache=cache, embedder=embedder,
         batcher=batcher, users=users, companions=companions, memory=memory,
         retrieval=retrieval, rag=rag, personality=personality, proactive=proactive,
-        conversations=conversations, onboarding=onboarding, profiles=profiles,
-        consolidation=consolidation, security=security, limits=limits,
+        follow_ups=follow_ups, conversations=conversations, onboarding=onboarding,
+        profiles=profiles, consolidation=consolidation, security=security, limits=limits,
         owns_embedder=embedder is not local_embedder, embedded_postgres=embedded,
     )

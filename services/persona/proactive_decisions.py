@@ -1,8 +1,8 @@
 """What the companion could say unprompted, and how much it wants to: pure decisions.
 
-The data (`FollowUp`, `Nudge`, `Opening`), the score (`proactive_score`), a session's record of
-its nudges (`NudgeLedger`) and the choice of what to nudge about (`nudge_candidates`,
-`compose_nudge`). Nothing here does I/O or reads a clock: times and states are arguments.
+The decision (`Nudge`), the score (`proactive_score`), a session's record of its nudges
+(`NudgeLedger`) and the choice of what to nudge about (`nudge_candidates`, `compose_nudge`).
+Nothing here does I/O or reads a clock: times and states are arguments.
 """
 
 from __future__ import annotations
@@ -11,15 +11,11 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
+from services.people.follow_up_service import FollowUp
 from services.persona.personality_service import PersonalitySnapshot
 
-FOLLOW_UP_COLUMNS = (
-    "id, user_id, companion_id, session_id, topic, detail, due_at, status, raised_at, created_at"
-)
-TONE = {
+_TONE = {
     "excited": "upbeat and lively", "happy": "cheerful", "content": "warm and easy",
     "calm": "gentle and calm", "sad": "soft and gentle", "anxious": "reassuring",
     "fearful": "reassuring", "angry": "patient and even", "bored": "light and playful",
@@ -39,32 +35,6 @@ _CARE_EMOTIONS = frozenset({"sad", "anxious", "fearful", "angry"})
 
 
 @dataclass(frozen=True)
-class FollowUp:
-    """Something to ask about next time, such as "the interview on Friday".
-
-    Attributes:
-        due_at: from when to raise it; None means in the next session.
-        status: 'open', 'raised', 'done' or 'dropped'.
-        companion_id: None for a follow-up any of the user's companions may raise.
-    """
-
-    id: uuid.UUID
-    user_id: uuid.UUID
-    companion_id: uuid.UUID | None
-    session_id: uuid.UUID | None
-    topic: str
-    detail: str
-    due_at: datetime | None
-    status: str
-    raised_at: datetime | None
-    created_at: datetime
-
-    @classmethod
-    def from_row(cls, row: Any) -> FollowUp:
-        return cls(**{k: row[k] for k in FOLLOW_UP_COLUMNS.split(", ")})
-
-
-@dataclass(frozen=True)
 class Nudge:
     """A decision to speak unprompted: the instructions for the LLM and the reason for it."""
 
@@ -73,16 +43,6 @@ class Nudge:
     reason: str
     score: float
     follow_up_id: uuid.UUID | None = None
-
-
-@dataclass(frozen=True)
-class Opening:
-    """How the companion opens a session (it always speaks first)."""
-
-    instructions: str
-    reason: str
-    score: float
-    follow_ups: tuple[FollowUp, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,7 +141,7 @@ def compose_nudge(
     candidates: Sequence[_Candidate], ledger: NudgeLedger, *, emotion: str, score: float
 ) -> Nudge | None:
     """The first candidate this session has not used yet, as instructions; None if none left."""
-    tone = TONE.get(emotion, "warm")
+    tone = _TONE.get(emotion, "warm")
     for candidate in candidates:
         if candidate.topic in ledger.topics:
             continue

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.people.conversation_service import ConversationService, describe_gap
+from services.people.conversation_service import ConversationService
+from services.people.greeting import GreetingContext, describe_gap, greeting_instructions
 from tests.agent.conftest import SUMMARY_MARK, system_prompt
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,15 @@ async def user_and_companion(services) -> tuple[uuid.UUID, uuid.UUID]:
 def conversations_with(services, settings, clock: Clock) -> ConversationService:
     return ConversationService(
         pool=services.pool, models=services.models, cache=services.cache,
-        batcher=services.batcher, settings=settings, clock=clock,
+        batcher=services.batcher, follow_ups=services.follow_ups, settings=settings, clock=clock,
+    )
+
+
+def greeting(context: GreetingContext, *, resumed: bool = False) -> str:
+    """Veda's first words to the person of `context`, in a session starting now."""
+    return greeting_instructions(
+        context, companion_name="Veda", name=context.address_as, started_at=datetime.now(UTC),
+        resumed=resumed,
     )
 
 
@@ -77,7 +86,7 @@ async def test_a_returning_greeting_names_them_the_gap_the_summary_and_the_follo
         user_id, companion_id,
     )
     context = await services.conversations.greeting_context(user_id, companion_id)
-    text = services.conversations.greeting_instructions(context, companion_name="Veda")
+    text = greeting(context)
     assert "Annie" in text and "3 days" in text
     assert "They had a cold." in text and "the cold (whether they feel better)" in text
 
@@ -85,7 +94,7 @@ async def test_a_returning_greeting_names_them_the_gap_the_summary_and_the_follo
 async def test_a_first_greeting_asks_for_the_name_when_it_is_unknown(services) -> None:
     user_id, companion_id = await user_and_companion(services)
     context = await services.conversations.greeting_context(user_id, companion_id)
-    text = services.conversations.greeting_instructions(context, companion_name="Veda")
+    text = greeting(context)
     assert "first time" in text and "ask for it" in text
 
 
@@ -100,7 +109,7 @@ async def test_follow_ups_not_yet_due_wait_and_raised_ones_are_not_raised_again(
     )
     context = await services.conversations.greeting_context(user_id, companion_id)
     assert [f.topic for f in context.follow_ups] == ["now"]
-    services.conversations.mark_raised(context.follow_ups)
+    services.follow_ups.mark_raised(user_id, [f.id for f in context.follow_ups])
     await services.batcher.flush()
     await services.conversations.invalidate(user_id, companion_id)
     context = await services.conversations.greeting_context(user_id, companion_id)
@@ -127,9 +136,8 @@ async def test_a_reconnect_within_the_grace_period_resumes_the_session_with_its_
     ]
     ended_at = await services.pool.fetchval("select ended_at from sessions where id = $1", first.id)
     assert ended_at is None
-    resumed_text = conversations.greeting_instructions(
-        await conversations.greeting_context(user_id, companion_id), companion_name="Veda",
-        resumed=True,
+    resumed_text = greeting(
+        await conversations.greeting_context(user_id, companion_id), resumed=True
     )
     assert "welcome back" in resumed_text
     await conversations.aclose()

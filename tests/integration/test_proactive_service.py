@@ -3,17 +3,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.errors import InvalidInput
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.redis_cache import RedisCache
 from services.people.companion_service import Companion, CompanionService
+from services.people.follow_up_service import FollowUpService
 from services.persona.pad import BigFive
 from services.persona.personality_service import PersonalityService
+from services.persona.proactive_decisions import NudgeLedger
 from services.persona.proactive_service import ProactiveService
 
 pytestmark = pytest.mark.integration
@@ -25,8 +26,19 @@ async def new_user(pool: ConnectionPool) -> uuid.UUID:
     await pool.execute("insert into users (id) values ($1)", user)
     return user
 
+
+async def follow_up(
+    pool: ConnectionPool, companion: Companion, topic: str, *, due_at: datetime
+) -> uuid.UUID:
+    """An open follow-up of this pair, as a session's summary leaves one."""
+    return await pool.fetchval(
+        "insert into follow_ups (user_id, companion_id, topic, due_at, created_at) "
+        "values ($1, $2, $3, $4, $4::timestamptz - interval '1 day') returning id",
+        companion.user_id, companion.id, topic, due_at,
+    )
+
+
 WAIT_S = 10.0  # generous bound for an awaited event, never a timing assertion
-FRIDAY = date(2026, 11, 27)
 
 
 class Clock:
@@ -59,9 +71,11 @@ async def parts(pool: ConnectionPool, settings, clock) -> AsyncIterator[dict]:
     companions = CompanionService(pool=pool, cache=cache, settings=settings)
     personality = PersonalityService(pool=pool, cache=cache, batcher=batcher, settings=settings,
                                      clock=clock)
-    proactive = ProactiveService(pool=pool, personality=personality, settings=settings,
-                                 clock=clock)
-    yield {"companions": companions, "personality": personality, "proactive": proactive}
+    follow_ups = FollowUpService(pool=pool, batcher=batcher, clock=clock)
+    proactive = ProactiveService(follow_ups=follow_ups, personality=personality,
+                                 settings=settings, clock=clock)
+    yield {"companions": companions, "personality": personality, "proactive": proactive,
+           "batcher": batcher}
     await batcher.aclose()
     await cache.aclose()
 
@@ -71,137 +85,27 @@ async def companion(parts, pool) -> Companion:
     return await parts["companions"].resolve(await new_user(pool))
 
 
-# --- follow-ups -----------------------------------------------------------------------------
-
-
-async def test_a_dated_follow_up_is_raised_in_the_first_session_after_its_date_and_only_once(
-    parts, companion: Companion, clock: Clock
-) -> None:
-    proactive: ProactiveService = parts["proactive"]
-    user = companion.user_id
-    item = await proactive.add_follow_up(user, companion.id, "the interview", due=FRIDAY)
-    # Session on Thursday: not yet.
-    clock.advance(days=1)
-    thursday = await proactive.opening(user, companion, last_seen_at=clock.now - timedelta(days=1))
-    assert thursday.follow_ups == ()
-    assert "interview" not in thursday.instructions
-    # Friday evening is still the day itself; Saturday is the first session after it.
-    clock.advance(days=1, hours=4)
-    assert await proactive.due_follow_ups(user, companion.id) == []
-    clock.advance(hours=12)
-    saturday = await proactive.opening(user, companion, last_seen_at=clock.now - timedelta(days=2))
-    assert [f.id for f in saturday.follow_ups] == [item.id]
-    assert "the interview" in saturday.instructions
-    # Raised now, so the next session does not ask again.
-    clock.advance(days=1)
-    sunday = await proactive.opening(user, companion, last_seen_at=clock.now - timedelta(days=1))
-    assert sunday.follow_ups == ()
-
-
-async def test_an_undated_follow_up_waits_for_the_next_session(
-    parts, companion: Companion, clock: Clock
-) -> None:
-    proactive: ProactiveService = parts["proactive"]
-    session_one = clock.now
-    clock.advance(minutes=5)
-    await proactive.add_follow_up(companion.user_id, companion.id, "the new puppy")
-    assert await proactive.due_follow_ups(
-        companion.user_id, companion.id, session_started_at=session_one) == []
-    clock.advance(days=1)
-    due = await proactive.due_follow_ups(companion.user_id, companion.id,
-                                         session_started_at=clock.now)
-    assert [f.topic for f in due] == ["the new puppy"]
-
-
-async def test_follow_ups_belong_to_their_user_and_companion_unless_shared(
-    parts, companion: Companion, clock: Clock, pool
-) -> None:
-    proactive: ProactiveService = parts["proactive"]
-    companions: CompanionService = parts["companions"]
-    user = companion.user_id
-    luna = await companions.create(user, name="Luna")
-    stranger = await companions.resolve(await new_user(pool))
-    await proactive.add_follow_up(user, luna.id, "Luna's topic", due=clock.now)
-    await proactive.add_follow_up(user, None, "shared topic", due=clock.now)
-    await proactive.add_follow_up(stranger.user_id, stranger.id, "a stranger's", due=clock.now)
-    clock.advance(minutes=1)
-    mine = {f.topic for f in await proactive.due_follow_ups(user, companion.id)}
-    lunas = {f.topic for f in await proactive.due_follow_ups(user, luna.id)}
-    assert mine == {"shared topic"}
-    assert lunas == {"Luna's topic", "shared topic"}
-    assert await proactive.mark_raised(stranger.user_id, [
-        f.id for f in await proactive.due_follow_ups(user, luna.id)]) == 0
-
-
-async def test_a_closed_follow_up_is_never_raised(parts, companion: Companion, clock) -> None:
-    proactive: ProactiveService = parts["proactive"]
-    item = await proactive.add_follow_up(companion.user_id, companion.id, "the exam",
-                                         due=clock.now)
-    assert await proactive.close_follow_up(companion.user_id, item.id)
-    assert not await proactive.close_follow_up(uuid.uuid4(), item.id)
-    clock.advance(days=1)
-    assert await proactive.due_follow_ups(companion.user_id, companion.id) == []
-    with pytest.raises(InvalidInput):
-        await proactive.close_follow_up(companion.user_id, item.id, status="maybe")
-
-
-async def test_follow_ups_need_a_topic_and_an_aware_due_time(parts, companion) -> None:
-    proactive: ProactiveService = parts["proactive"]
-    with pytest.raises(InvalidInput):
-        await proactive.add_follow_up(companion.user_id, companion.id, "  ")
-    with pytest.raises(InvalidInput):
-        await proactive.add_follow_up(companion.user_id, companion.id, "x",
-                                      due=datetime(2026, 1, 1))
-
-
-# --- opening --------------------------------------------------------------------------------
-
-
-async def test_the_companion_greets_first_introducing_itself_to_a_new_user(
-    parts, companion: Companion
-) -> None:
-    opening = await parts["proactive"].opening(companion.user_id, companion, last_seen_at=None)
-    assert opening.reason == "first meeting"
-    assert "Speak first" in opening.instructions and companion.name in opening.instructions
-
-
-async def test_a_long_absence_makes_the_greeting_say_it_has_been_a_while(
-    parts, companion: Companion, clock: Clock
-) -> None:
-    proactive: ProactiveService = parts["proactive"]
-    back = await proactive.opening(companion.user_id, companion,
-                                   last_seen_at=clock.now - timedelta(days=9), user_name="Sam")
-    assert back.reason == "returning after a gap"
-    assert "9 days" in back.instructions and "Sam" in back.instructions
-    soon = await proactive.opening(companion.user_id, companion,
-                                   last_seen_at=clock.now - timedelta(hours=2))
-    assert soon.reason == "returning user"
-    assert back.score > soon.score
-
-
 # --- nudges ---------------------------------------------------------------------------------
 
 
 async def test_nudges_are_bounded_per_session_and_never_repeated_word_for_word(
-    parts, companion: Companion, clock: Clock
+    parts, companion: Companion, clock: Clock, pool
 ) -> None:
     proactive: ProactiveService = parts["proactive"]
-    await proactive.add_follow_up(companion.user_id, companion.id, "the interview",
-                                  due=clock.now - timedelta(hours=1))
-    ledger = proactive.new_ledger()
+    await follow_up(pool, companion, "the interview", due_at=clock.now - timedelta(hours=1))
+    ledger = NudgeLedger(max_nudges=2)
     said = []
     for _ in range(5):
-        text = await proactive.nudge_for_silence(companion.user_id, companion, silence_s=60,
-                                                 ledger=ledger, engagement=0.5)
-        if text is not None:
-            said.append(text)
+        nudge = await proactive.plan_nudge(companion.user_id, companion, silence_s=60,
+                                           engagement=0.5, ledger=ledger)
+        if nudge is not None:
+            ledger.record(nudge)
+            said.append(nudge.instructions)
     assert len(said) == 2 == len(set(said))
     assert "the interview" in said[0] and "the interview" not in said[1]
-    # The follow-up raised by the nudge is done for good.
-    assert await proactive.due_follow_ups(companion.user_id, companion.id) == []
     # A new session gets a fresh allowance.
-    assert await proactive.nudge_for_silence(companion.user_id, companion, silence_s=60,
-                                             ledger=proactive.new_ledger()) is not None
+    assert await proactive.plan_nudge(companion.user_id, companion, silence_s=60,
+                                      engagement=0.0, ledger=NudgeLedger(max_nudges=2)) is not None
 
 
 async def test_no_nudge_while_the_proactive_score_is_below_the_threshold(
@@ -212,11 +116,12 @@ async def test_no_nudge_while_the_proactive_score_is_below_the_threshold(
     batcher = DatabaseBatcher(pool=pool, settings=strict)
     personality = PersonalityService(pool=pool, cache=cache, batcher=batcher, settings=strict,
                                      clock=clock)
-    proactive = ProactiveService(pool=pool, personality=personality, settings=strict, clock=clock)
-    ledger = proactive.new_ledger()
-    assert await proactive.nudge_for_silence(companion.user_id, companion, silence_s=5,
-                                             ledger=ledger) is None
-    assert ledger.count == 0
+    proactive = ProactiveService(
+        follow_ups=FollowUpService(pool=pool, batcher=batcher, clock=clock),
+        personality=personality, settings=strict, clock=clock,
+    )
+    assert await proactive.plan_nudge(companion.user_id, companion, silence_s=5,
+                                      engagement=0.0, ledger=NudgeLedger(max_nudges=2)) is None
     await batcher.aclose()
     await cache.aclose()
 
@@ -230,8 +135,9 @@ async def test_a_reserved_companion_waits_longer_than_an_outgoing_one(
     shy = await companions.create(user, name="Shy", traits=BigFive(extraversion=0.0))
     bold = await companions.create(user, name="Bold", traits=BigFive(extraversion=1.0))
     kwargs = {"silence_s": 0.0, "engagement": 0.0}
-    shy_nudge = await proactive.plan_nudge(user, shy, ledger=proactive.new_ledger(), **kwargs)
-    bold_nudge = await proactive.plan_nudge(user, bold, ledger=proactive.new_ledger(), **kwargs)
+    shy_nudge = await proactive.plan_nudge(user, shy, ledger=NudgeLedger(max_nudges=2), **kwargs)
+    bold_nudge = await proactive.plan_nudge(user, bold, ledger=NudgeLedger(max_nudges=2),
+                                            **kwargs)
     assert shy_nudge is None  # 0.25 * 0.5 need + 0 < 0.3
     assert bold_nudge is not None
 
@@ -240,8 +146,7 @@ async def test_the_watcher_nudges_after_silence_with_a_due_follow_up_and_marks_i
     parts, companion: Companion, clock: Clock, pool
 ) -> None:
     proactive: ProactiveService = parts["proactive"]
-    item = await proactive.add_follow_up(companion.user_id, companion.id, "the dentist",
-                                         due=clock.now - timedelta(days=1))
+    item = await follow_up(pool, companion, "the dentist", due_at=clock.now - timedelta(days=1))
     said: asyncio.Queue[str] = asyncio.Queue()
     watcher = proactive.watcher(companion.user_id, companion, on_nudge=said.put_nowait)
     watcher.agent_state("listening")
@@ -251,7 +156,8 @@ async def test_the_watcher_nudges_after_silence_with_a_due_follow_up_and_marks_i
     # max_nudges_per_session=2: nothing more is even scheduled.
     assert watcher.nudges == 2 and watcher._timer is None
     await watcher.aclose()
-    assert await pool.fetchval("select status from follow_ups where id = $1", item.id) == "raised"
+    await parts["batcher"].flush()
+    assert await pool.fetchval("select status from follow_ups where id = $1", item) == "raised"
 
 
 async def test_the_watcher_stays_quiet_while_the_user_speaks(

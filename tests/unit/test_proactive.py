@@ -9,20 +9,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.people.follow_up_service import FollowUp, due_from_day
 from services.persona.mood import Needs
 from services.persona.pad import PAD
 from services.persona.personality_service import MoodState, PersonalitySnapshot
-from services.persona.proactive_service import (
-    FollowUp,
+from services.persona.proactive_decisions import (
     Nudge,
     NudgeLedger,
-    SilencePolicy,
-    SilenceWatcher,
     compose_nudge,
-    due_from_day,
     nudge_candidates,
     proactive_score,
 )
+from services.persona.silence_watcher import SilencePolicy, SilenceWatcher
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +35,7 @@ def snapshot(emotion: str = "content", **needs: float) -> PersonalitySnapshot:
 
 
 def follow_up(topic: str = "the interview") -> FollowUp:
-    return FollowUp(uuid.uuid4(), uuid.uuid4(), None, None, topic, "", NOW, "open", None, NOW)
+    return FollowUp(uuid.uuid4(), topic, "", NOW)
 
 
 # --- score ----------------------------------------------------------------------------------
