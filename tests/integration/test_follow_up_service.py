@@ -113,6 +113,7 @@ async def test_a_dated_follow_up_is_due_from_the_day_after_its_day_and_raised_on
     world.clock.advance(days=1)
     assert await world.due_now(veda) == []
     row = await world.pool.fetchrow("select status, raised_at from follow_ups")
+    assert row is not None
     assert (row["status"], row["raised_at"]) == ("raised", world.clock.now - timedelta(days=1))
 
 

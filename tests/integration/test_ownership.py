@@ -20,6 +20,7 @@ from infrastructure.connection_pool import ConnectionPool
 from infrastructure.model_clients import ModelClients
 from services.memory.consolidation_service import ConsolidationService
 from services.people.conversation_service import ConversationService
+from services.people.follow_up_service import FollowUpService
 from tests.support.memory_stack import memory_stack
 from tests.support.openai_server import OpenAIStubServer
 from tests.support.servers import PostgresProcess
@@ -338,6 +339,7 @@ async def test_a_resumed_session_and_its_consolidation_read_only_their_users_mes
             async with memory_stack(pool=pool, settings=settings, server=server) as stack:
                 conversations = ConversationService(
                     pool=pool, models=models, cache=stack.cache, batcher=stack.batcher,
+                    follow_ups=FollowUpService(pool=pool, batcher=stack.batcher),
                     settings=settings,
                 )
                 session = await conversations.start(b.user_id, b.companion_id)

@@ -134,10 +134,11 @@ async def test_a_reserved_companion_waits_longer_than_an_outgoing_one(
     user = await new_user(pool)
     shy = await companions.create(user, name="Shy", traits=BigFive(extraversion=0.0))
     bold = await companions.create(user, name="Bold", traits=BigFive(extraversion=1.0))
-    kwargs = {"silence_s": 0.0, "engagement": 0.0}
-    shy_nudge = await proactive.plan_nudge(user, shy, ledger=NudgeLedger(max_nudges=2), **kwargs)
-    bold_nudge = await proactive.plan_nudge(user, bold, ledger=NudgeLedger(max_nudges=2),
-                                            **kwargs)
+    shy_nudge, bold_nudge = [
+        await proactive.plan_nudge(user, companion, silence_s=0.0, engagement=0.0,
+                                   ledger=NudgeLedger(max_nudges=2))
+        for companion in (shy, bold)
+    ]
     assert shy_nudge is None  # 0.25 * 0.5 need + 0 < 0.3
     assert bold_nudge is not None
 
