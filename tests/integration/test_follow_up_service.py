@@ -13,6 +13,7 @@ import pytest
 
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
+from infrastructure.model_clients import ModelClients
 from infrastructure.redis_cache import RedisCache
 from services.people.companion_service import Companion, CompanionService
 from services.people.conversation_service import ConversationService
@@ -76,7 +77,7 @@ class World:
 
 
 @pytest.fixture
-async def world(pool: ConnectionPool, make_settings) -> AsyncIterator[World]:
+async def world(pool: ConnectionPool, models: ModelClients, make_settings) -> AsyncIterator[World]:
     settings = make_settings()
     clock = Clock()
     cache = await RedisCache.create(settings)
@@ -84,8 +85,8 @@ async def world(pool: ConnectionPool, make_settings) -> AsyncIterator[World]:
     await batcher.start()
     follow_ups = FollowUpService(pool=pool, batcher=batcher, clock=clock)
     conversations = ConversationService(
-        pool=pool, cache=cache, batcher=batcher, follow_ups=follow_ups, settings=settings,
-        clock=clock,
+        pool=pool, models=models, cache=cache, batcher=batcher, follow_ups=follow_ups,
+        settings=settings, clock=clock,
     )
     companions = CompanionService(pool=pool, cache=cache, settings=settings)
     yield World(pool, batcher, companions, follow_ups, conversations, clock)
