@@ -20,6 +20,14 @@ from infrastructure.vector_codec import register_vector_codec
 logger = logging.getLogger(__name__)
 
 
+def rows_affected(status: str) -> int:
+    """How many rows a command changed, from its status tag ("DELETE 3", "UPDATE 0")."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
+
+
 class ConnectionPool:
     """The shared asyncpg pool; connection failures surface as `StorageUnavailable`.
 

@@ -33,7 +33,7 @@ from core.errors import CompanionError, InvalidInput, LLMUnavailable
 from core.memory_records import MEMORY_COLUMNS, Memory, normalize_key, normalize_text
 from core.prompts import render
 from core.tasks import BackgroundTasks
-from infrastructure.connection_pool import ConnectionPool
+from infrastructure.connection_pool import ConnectionPool, rows_affected
 from infrastructure.model_clients import ModelClients
 from services.memory.memory_service import MemoryService
 
@@ -394,7 +394,7 @@ class ConsolidationService:
             "     and event_date < ($1::timestamptz at time zone 'utc')::date))",
             now, self._settings.memory_decay_factor,
         )
-        count = _affected(status)
+        count = rows_affected(status)
         self._counters["decayed"] += count
         return count
 
@@ -422,7 +422,7 @@ class ConsolidationService:
                     "updated_at = $3 where id = $1 and superseded_at is null",
                     drop.id, keep.id, self._clock(),
                 )
-                if _affected(status):
+                if rows_affected(status):
                     await self._pool.execute(
                         "update public.memories set importance = greatest(importance, $2) "
                         "where id = $1",
@@ -458,7 +458,7 @@ class ConsolidationService:
                         "? $2",
                         one.id, str(other.id),
                     )
-                    flagged += _affected(status)
+                    flagged += rows_affected(status)
             if flagged:
                 await self._memory.invalidate(scope[0], scope[1])
         self._counters["contradictions"] += flagged
@@ -600,10 +600,3 @@ def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
         return 0.0
     denom = float(np.linalg.norm(a) * np.linalg.norm(b))
     return float(np.dot(a, b) / denom) if denom else 0.0
-
-
-def _affected(status: str) -> int:
-    try:
-        return int(status.rsplit(" ", 1)[-1])
-    except ValueError:
-        return 0

@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from core.errors import CompanionError, EmbeddingError, InvalidInput
+from core.errors import InvalidInput
 from core.memory_records import SPEAKERS, Episode, content_hash, normalize_text
+from core.tasks import BackgroundTasks
 from core.validators import MAX_UTTERANCE_CHARS, clean_text
+from infrastructure.connection_pool import ConnectionPool
+from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.vector_codec import encode_vector
 from services.memory.importance import estimate_importance
-from services.memory.memory_core import EPISODE_OP, MemoryCore
+from services.memory.memory_vectors import MemoryVectors
+
+EPISODE_OP = "memory.episode"
+_EPISODE_SQL = """
+insert into public.memories
+  (id, user_id, companion_id, kind, speaker, content, content_hash, importance, occurred_at,
+   source, embedding)
+values ($1, $2, $3, 'episodic', $4, $5, $6, $7, $8, $9::jsonb, $10)
+on conflict do nothing
+"""
 
 _IMPORT_SQL = """
 with rows as (
@@ -39,8 +51,33 @@ select count(*) from inserted
 _IMPORT_CHUNK = 256
 
 
-class EpisodicLog(MemoryCore):
-    """The turn log of `MemoryService`: log_turn (background) and import_episodes (bulk)."""
+class EpisodicLog:
+    """The turn log: log_turn (in the background) and import_episodes (in bulk).
+
+    Args:
+        pool: the shared database pool (imports).
+        batcher: carries logged turns to the database; the episode insert is registered here.
+        vectors: embeds the turns.
+        tasks: the owner's background tasks, where a logged turn is embedded.
+        clock: returns "now".
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: ConnectionPool,
+        batcher: DatabaseBatcher,
+        vectors: MemoryVectors,
+        tasks: BackgroundTasks,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._pool = pool
+        self._batcher = batcher
+        self._vectors = vectors
+        self._tasks = tasks
+        self._clock = clock
+        self.counters = {"turns_logged": 0, "turns_skipped": 0, "episodes_imported": 0}
+        batcher.register(EPISODE_OP, _EPISODE_SQL)
 
     def log_turn(
         self,
@@ -59,7 +96,7 @@ class EpisodicLog(MemoryCore):
             )
         cleaned = clean_text(text, field="turn", max_chars=MAX_UTTERANCE_CHARS, truncate=True)
         if not normalize_text(cleaned):
-            self._counters["turns_skipped"] += 1
+            self.counters["turns_skipped"] += 1
             return
         when = occurred_at or self._clock()
         source = {"session_id": str(session_id)} if session_id is not None else {}
@@ -76,7 +113,7 @@ class EpisodicLog(MemoryCore):
         when: datetime,
         source: dict[str, Any],
     ) -> None:
-        embedding = await self._embed_or_none(text)
+        embedding = await self._vectors.embed_or_none(text)
         self._batcher.enqueue(
             EPISODE_OP,
             (
@@ -84,7 +121,7 @@ class EpisodicLog(MemoryCore):
                 estimate_importance(text, speaker=speaker), when, json.dumps(source), embedding,
             ),
         )
-        self._counters["turns_logged"] += 1
+        self.counters["turns_logged"] += 1
 
     async def import_episodes(
         self,
@@ -119,16 +156,7 @@ class EpisodicLog(MemoryCore):
         inserted = 0
         for start in range(0, len(prepared), _IMPORT_CHUNK):
             chunk = prepared[start : start + _IMPORT_CHUNK]
-            try:
-                vectors = await self._embedder.embed_batch([text for _, text, _ in chunk])
-            except CompanionError:
-                raise
-            except Exception as exc:
-                raise EmbeddingError(
-                    f"embedding a batch of episodes failed ({type(exc).__name__})",
-                    suggestion="check the embedding backend and import again; nothing "
-                    "is stored twice",
-                ) from exc
+            vectors = await self._vectors.embed_all([text for _, text, _ in chunk])
             inserted += int(
                 await self._pool.fetchval(
                     _IMPORT_SQL,
@@ -144,5 +172,5 @@ class EpisodicLog(MemoryCore):
                     [encode_vector(v) for v in vectors],
                 )
             )
-        self._counters["episodes_imported"] += inserted
+        self.counters["episodes_imported"] += inserted
         return inserted

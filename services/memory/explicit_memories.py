@@ -1,7 +1,7 @@
-"""Explicit memories: save with supersession (never overwrite), read the current values.
+"""Explicit memories: saved with supersession, never overwritten.
 
 Saving the same key again supersedes the old value in one transaction, so there is exactly one
-current value and the older ones kept as history. The current values of a scope are cached.
+current value and the older ones kept as history.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -31,15 +32,37 @@ from core.validators import (
     clean_category,
     clean_text,
 )
+from infrastructure.connection_pool import ConnectionPool
+from services.memory.current_memories import CurrentMemories
 from services.memory.importance import estimate_importance
-from services.memory.memory_core import MemoryCore
+from services.memory.memory_vectors import MemoryVectors
 
-_CURRENT_CACHE_LIMIT = 500
 _RECURRING = re.compile(r"birthday|anniversary|born", re.IGNORECASE)
 
 
-class ExplicitMemories(MemoryCore):
-    """The category/key/value memories of `MemoryService`: remember, current."""
+class ExplicitMemories:
+    """Saves category/key/value memories: dated, embedded, superseding the old value.
+
+    Args:
+        pool: the shared database pool.
+        current: the cached current memories, invalidated after every change.
+        vectors: embeds the memory's content.
+        clock: returns "now".
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: ConnectionPool,
+        current: CurrentMemories,
+        vectors: MemoryVectors,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._pool = pool
+        self._current = current
+        self._vectors = vectors
+        self._clock = clock
+        self.counters = {"remembered": 0, "unchanged": 0, "superseded": 0, "late_history": 0}
 
     async def remember(
         self,
@@ -85,13 +108,13 @@ class ExplicitMemories(MemoryCore):
         content = explicit_content(key, value)
         if importance is None:
             importance = estimate_importance(content, category=category)
-        embedding = await self._embed_or_none(content)
+        embedding = await self._vectors.embed_or_none(content)
         memory, changed = await self._save_explicit(
             user_id, companion_id, category, key, value, content, importance, now, said_at,
             dated.event_date, source or {}, embedding,
         )
         if changed:
-            await self.invalidate(user_id, companion_id)
+            await self._current.invalidate(user_id, companion_id)
         return memory
 
     async def _save_explicit(
@@ -123,7 +146,7 @@ class ExplicitMemories(MemoryCore):
                     user_id, companion_id, category, key,
                 )
                 if old is not None and normalize_text(old["value"]) == normalize_text(value):
-                    self._counters["unchanged"] += 1
+                    self.counters["unchanged"] += 1
                     return Memory.from_record(old), False
                 stale = old is not None and old["occurred_at"] > said_at
                 if old is not None and not stale:
@@ -144,9 +167,10 @@ class ExplicitMemories(MemoryCore):
                     json.dumps(source), embedding,
                     now if stale else None, old["id"] if stale and old is not None else None,
                 )
+                assert row is not None  # an insert ... returning always returns its row
                 if stale:
                     # Said before the current value was: history only, the current one stays.
-                    self._counters["late_history"] += 1
+                    self.counters["late_history"] += 1
                     return Memory.from_record(row), False
                 if old is not None:
                     # Only now does the new row exist for the foreign key to point at.
@@ -154,60 +178,11 @@ class ExplicitMemories(MemoryCore):
                         "update public.memories set superseded_by = $2 where id = $1",
                         old["id"], new_id,
                     )
-                    self._counters["superseded"] += 1
+                    self.counters["superseded"] += 1
         except asyncpg.ForeignKeyViolationError:
             raise InvalidIdentity(
                 "unknown user or companion for this memory",
                 suggestion="create the user (UserService.ensure) and companion before saving",
             ) from None
-        self._counters["remembered"] += 1
-        assert row is not None
+        self.counters["remembered"] += 1
         return Memory.from_record(row), True
-
-    async def current(
-        self,
-        user_id: uuid.UUID,
-        companion_id: uuid.UUID | None,
-        *,
-        category: str | None = None,
-        limit: int = 50,
-    ) -> list[Memory]:
-        """Current explicit memories of the companion plus the shared ones, most important first.
-
-        Where the companion and the shared scope both hold a key, the companion's value wins.
-        """
-        wanted = clean_category(category) if category is not None else None
-        memories = await self._current_all(user_id, companion_id)
-        if wanted is not None:
-            memories = [m for m in memories if m.category == wanted]
-        return memories[: max(0, limit)]
-
-    async def _current_all(
-        self, user_id: uuid.UUID, companion_id: uuid.UUID | None
-    ) -> list[Memory]:
-        key = self._cache_key(user_id, companion_id)
-        cached = await self._cache.get_json(key)
-        if isinstance(cached, list):
-            self._counters["cache_hits"] += 1
-            return [Memory.from_json(item) for item in cached]
-        self._counters["cache_misses"] += 1
-        rows = await self._pool.fetch(
-            f"select {MEMORY_COLUMNS} from public.memories "
-            "where user_id = $1 and (companion_id = $2 or companion_id is null) "
-            "and kind = 'explicit' and superseded_at is null "
-            "order by (companion_id is null), importance desc, occurred_at desc limit $3",
-            user_id, companion_id, _CURRENT_CACHE_LIMIT,
-        )
-        seen: set[tuple[str | None, str | None]] = set()
-        memories: list[Memory] = []
-        for row in rows:
-            memory = Memory.from_record(row)
-            if (memory.category, memory.key) in seen:
-                continue
-            seen.add((memory.category, memory.key))
-            memories.append(memory)
-        memories.sort(key=lambda m: (-m.importance, -m.occurred_at.timestamp()))
-        await self._cache.set_json(
-            key, [m.to_json() for m in memories], self._settings.cache_default_ttl_s
-        )
-        return memories
