@@ -383,6 +383,7 @@ async def test_importing_episodes_twice_stores_each_turn_once(stack: MemoryStack
         "where user_id = $1 and source ->> 'dia_id' = 'D1:7'",
         user,
     )
+    assert row is not None
     assert row["occurred_at"] == START + timedelta(days=7)
     assert len(row["embedding"]) == 384
     matches = await stack.pool.fetchval(
@@ -405,6 +406,7 @@ async def test_record_access_counts_each_use(stack: MemoryStack, clock: Clock) -
     row = await stack.pool.fetchrow(
         "select access_count, last_accessed_at from public.memories where id = $1", memory.id
     )
+    assert row is not None
     assert row["access_count"] == 2
     assert row["last_accessed_at"] == clock.now
 
