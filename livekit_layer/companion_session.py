@@ -38,7 +38,7 @@ from services.people.companion_service import Companion
 from services.people.conversation_service import ConversationSession
 from services.people.greeting import GreetingContext, greeting_instructions
 from services.people.user_service import UserProfile
-from services.persona.personality_service import PersonalitySnapshot
+from services.persona.personality_state import PersonalitySnapshot
 from services.persona.silence_watcher import SilenceWatcher
 from services.safety.security_service import InjectionVerdict
 

@@ -26,6 +26,7 @@ from infrastructure.redis_cache import RedisCache
 from rag_system.engine import RetrievalEngine
 from services.memory.consolidation_service import ConsolidationService
 from services.memory.memory_service import MemoryService
+from services.memory.memory_upkeep import MemoryUpkeep
 from services.memory.profile_service import ProfileService
 from services.memory.rag_service import RAGService
 from services.people.companion_service import CompanionService
@@ -213,8 +214,9 @@ async def build_services(
     profiles = ProfileService(
         pool=pool, models=models, users=users, memory=memory, settings=settings
     )
+    upkeep = MemoryUpkeep(pool=pool, memory=memory, settings=settings)
     consolidation = ConsolidationService(
-        pool=pool, models=models, memory=memory, settings=settings
+        pool=pool, models=models, memory=memory, upkeep=upkeep, settings=settings
     )
     security = SecurityService(batcher=batcher, settings=settings)
     limits = RateLimiter(cache=cache, settings=settings, pool=pool)

@@ -8,14 +8,15 @@ answers with {category, key, value, source_message_ids} items saved through
 Crash safety: `sessions.consolidated_through` advances only after a batch's memories are
 saved, and a memory whose key already cites one of the batch's messages is not saved again,
 so a run cut short midway resumes where it stopped without writing anything twice.
+
+The prompt and the reading of the answer are `consolidation_answer`; the periodic jobs over
+the store are `memory_upkeep`, which this service's maintenance loop runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
-import json
 import logging
 import uuid
 import weakref
@@ -25,17 +26,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-import numpy as np
 
 from core.config import Settings
 from core.dates import utc_now
 from core.errors import CompanionError, InvalidInput, LLMUnavailable
-from core.memory_records import MEMORY_COLUMNS, Memory, normalize_key, normalize_text
+from core.memory_records import Memory, normalize_key
 from core.prompts import render
 from core.tasks import BackgroundTasks
-from infrastructure.connection_pool import ConnectionPool, rows_affected
+from infrastructure.connection_pool import ConnectionPool
 from infrastructure.model_clients import ModelClients
+from services.memory.consolidation_answer import (
+    answer_items,
+    known_keys_text,
+    parse_item,
+    transcript,
+)
 from services.memory.memory_service import MemoryService
+from services.memory.memory_upkeep import MemoryUpkeep
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +50,6 @@ ORIGIN = "consolidation"
 # Mid-session runs leave the newest seconds alone: their messages may still be in the batcher.
 SETTLE_S = 10.0
 MAX_ITEMS_PER_BATCH = 40
-MERGE_SIMILARITY = 0.92
-KEY_SIMILARITY = 0.85
 _MAINTENANCE_LOCK = 7_311_420_615_002
 _MAX_KNOWN_KEYS = 60
 
@@ -90,6 +95,8 @@ class ConsolidationService:
         pool: the shared database pool.
         models: `models.openai` is the LLM.
         memory: saves the distilled memories (supersession, dates, importance).
+        upkeep: the store's periodic jobs (decay, merges, contradictions), run with pending
+            consolidations every maintenance period.
         settings: model name, batch sizes, turn interval, maintenance period.
         clock: returns "now".
     """
@@ -100,12 +107,14 @@ class ConsolidationService:
         pool: ConnectionPool,
         models: ModelClients,
         memory: MemoryService,
+        upkeep: MemoryUpkeep,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._pool = pool
         self._models = models
         self._memory = memory
+        self._upkeep = upkeep
         self._settings = settings
         self._clock = clock
         self._tasks = BackgroundTasks("consolidation")
@@ -122,9 +131,6 @@ class ConsolidationService:
             "saved": 0,
             "unchanged": 0,
             "rejected": 0,
-            "decayed": 0,
-            "merged": 0,
-            "contradictions": 0,
             "maintenance_runs": 0,
         }
 
@@ -248,7 +254,7 @@ class ConsolidationService:
         already = await self._keys_citing(session, [row["id"] for row in rows])
         saved = unchanged = rejected = 0
         for item in items[:MAX_ITEMS_PER_BATCH]:
-            parsed = _parse_item(item, refs)
+            parsed = parse_item(item, refs)
             if parsed is None:
                 rejected += 1
                 continue
@@ -290,19 +296,11 @@ class ConsolidationService:
     async def _ask_llm(
         self, session: _Session, refs: dict[str, asyncpg.Record], known: list[Memory]
     ) -> list[Any]:
-        transcript = "\n".join(
-            f"[{ref}] {row['role']} ({row['created_at'].strftime('%Y-%m-%d %H:%M')}): "
-            f"{row['content']}"
-            for ref, row in refs.items()
-        )
-        known_keys = "\n".join(
-            f"- {m.category}/{m.key}: {m.value}" for m in known if m.key is not None
-        ) or "- none"
         system = render(
             "memory_consolidation",
             today=self._clock().date().isoformat(),
             timezone=session.timezone or "UTC",
-            known_keys=known_keys,
+            known_keys=known_keys_text(known),
         )
         self._counters["llm_calls"] += 1
         try:
@@ -310,25 +308,19 @@ class ConsolidationService:
                 model=self._settings.llm_model,
                 messages=[
                     {"role": "system", "content": system},
-                    {"role": "user", "content": transcript},
+                    {"role": "user", "content": transcript(refs)},
                 ],
                 response_format={"type": "json_object"},
                 temperature=0,
             )
-            data = json.loads(_strip_fences(response.choices[0].message.content or ""))
+            content = response.choices[0].message.content or ""
         except CompanionError:
             raise
         except Exception as exc:
             raise LLMUnavailable(
                 f"consolidation LLM call failed ({type(exc).__name__})",
             ) from exc
-        items = data.get("memories") if isinstance(data, dict) else data
-        if not isinstance(items, list):
-            raise LLMUnavailable(
-                "consolidation LLM answered without a 'memories' list",
-                suggestion="use a model that supports response_format json_object",
-            )
-        return items
+        return answer_items(content)
 
     async def _keys_citing(
         self, session: _Session, message_ids: list[uuid.UUID]
@@ -377,93 +369,6 @@ class ConsolidationService:
 
     # --- maintenance --------------------------------------------------------------------------
 
-    async def decay(self) -> int:
-        """Lower the importance of unused episodic memories and of events now past.
-
-        Applied at most once a day per row (by `updated_at`), so running it often, or again
-        after a crash, does not decay anything twice.
-        """
-        now = self._clock()
-        status = await self._pool.execute(
-            "update public.memories set importance = greatest(0.05, importance * $2), "
-            "updated_at = $1::timestamptz "
-            "where updated_at < $1::timestamptz - interval '1 day' and importance > 0.05 "
-            "and (last_accessed_at is null "
-            "     or last_accessed_at < $1::timestamptz - interval '7 days') "
-            "and (kind = 'episodic' or (kind = 'explicit' and category = 'EVENT' "
-            "     and event_date < ($1::timestamptz at time zone 'utc')::date))",
-            now, self._settings.memory_decay_factor,
-        )
-        count = rows_affected(status)
-        self._counters["decayed"] += count
-        return count
-
-    async def merge_duplicates(self, user_id: uuid.UUID | None = None) -> int:
-        """Supersede current explicit memories that repeat another under a different key.
-
-        Same scope and category, the same value (ignoring case and punctuation), and a
-        similar key or a near-identical embedding: the older one is superseded by the newer.
-        """
-        merged = 0
-        for scope in await self._scopes(user_id):
-            memories = await self._current_with_vectors(*scope)
-            gone: set[uuid.UUID] = set()
-            for a, va, b, vb in _pairs(memories):
-                if a.id in gone or b.id in gone or a.category != b.category:
-                    continue
-                if normalize_text(a.value or "") != normalize_text(b.value or ""):
-                    continue
-                if not (_keys_alike(a, b) or _cosine(va, vb) >= MERGE_SIMILARITY):
-                    continue
-                keep, drop = (a, b) if (a.occurred_at, a.created_at) >= (
-                    b.occurred_at, b.created_at) else (b, a)
-                status = await self._pool.execute(
-                    "update public.memories set superseded_at = $3, superseded_by = $2, "
-                    "updated_at = $3 where id = $1 and superseded_at is null",
-                    drop.id, keep.id, self._clock(),
-                )
-                if rows_affected(status):
-                    await self._pool.execute(
-                        "update public.memories set importance = greatest(importance, $2) "
-                        "where id = $1",
-                        keep.id, drop.importance,
-                    )
-                    merged += 1
-                gone.add(drop.id)
-            if gone:
-                await self._memory.invalidate(scope[0], scope[1])
-        self._counters["merged"] += merged
-        return merged
-
-    async def flag_contradictions(self, user_id: uuid.UUID | None = None) -> int:
-        """Mark pairs of current memories that look like one thing with two different values.
-
-        Same scope and category, alike keys ("favorite_food" / "favourite_food"), different
-        values: each gets the other's id in `source.contradicts`, for the model or the person
-        to settle. Flagging twice adds nothing.
-        """
-        flagged = 0
-        for scope in await self._scopes(user_id):
-            memories = await self._current_with_vectors(*scope)
-            for a, _, b, _ in _pairs(memories):
-                if a.category != b.category or not _keys_alike(a, b):
-                    continue
-                if normalize_text(a.value or "") == normalize_text(b.value or ""):
-                    continue
-                for one, other in ((a, b), (b, a)):
-                    status = await self._pool.execute(
-                        "update public.memories set source = jsonb_set(source, '{contradicts}', "
-                        "coalesce(source -> 'contradicts', '[]'::jsonb) || to_jsonb($2::text)) "
-                        "where id = $1 and not coalesce(source -> 'contradicts', '[]'::jsonb) "
-                        "? $2",
-                        one.id, str(other.id),
-                    )
-                    flagged += rows_affected(status)
-            if flagged:
-                await self._memory.invalidate(scope[0], scope[1])
-        self._counters["contradictions"] += flagged
-        return flagged
-
     async def run_maintenance(self) -> dict[str, Any]:
         """One pass of every job; skipped when another process holds the maintenance lock."""
         async with self._pool.acquire() as lock_conn, lock_conn.transaction():
@@ -473,9 +378,9 @@ class ConsolidationService:
             ):
                 return {"skipped": True}
             pending = await self.consolidate_pending()
-            decayed = await self.decay()
-            merged = await self.merge_duplicates()
-            flagged = await self.flag_contradictions()
+            decayed = await self._upkeep.decay()
+            merged = await self._upkeep.merge_duplicates()
+            flagged = await self._upkeep.flag_contradictions()
         self._counters["maintenance_runs"] += 1
         return {
             "skipped": False,
@@ -513,6 +418,7 @@ class ConsolidationService:
     def stats(self) -> dict[str, Any]:
         return {
             **self._counters,
+            **self._upkeep.counters,
             "pending_tasks": len(self._tasks),
             "loop_running": self._loop_task is not None and not self._loop_task.done(),
         }
@@ -522,81 +428,3 @@ class ConsolidationService:
 
     async def aclose(self) -> None:
         await self.stop()
-
-    async def _scopes(self, user_id: uuid.UUID | None) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
-        rows = await self._pool.fetch(
-            "select user_id, companion_id from public.memories "
-            "where kind = 'explicit' and superseded_at is null "
-            "and ($1::uuid is null or user_id = $1) "
-            "group by user_id, companion_id having count(*) > 1",
-            user_id,
-        )
-        return [(r["user_id"], r["companion_id"]) for r in rows]
-
-    async def _current_with_vectors(
-        self, user_id: uuid.UUID, companion_id: uuid.UUID | None
-    ) -> list[tuple[Memory, np.ndarray | None]]:
-        rows = await self._pool.fetch(
-            f"select {MEMORY_COLUMNS}, embedding from public.memories "
-            "where user_id = $1 and companion_id is not distinct from $2 "
-            "and kind = 'explicit' and superseded_at is null order by created_at limit 1000",
-            user_id, companion_id,
-        )
-        return [(Memory.from_record(r), r["embedding"]) for r in rows]
-
-
-def _parse_item(
-    item: Any, refs: dict[str, asyncpg.Record]
-) -> tuple[str, str, str, float | None, list[asyncpg.Record]] | None:
-    """A valid item sourced to at least one of the person's own messages, or None."""
-    if not isinstance(item, dict):
-        return None
-    category, key, value = item.get("category"), item.get("key"), item.get("value")
-    if not all(isinstance(v, str) and v.strip() for v in (category, key, value)):
-        return None
-    raw_refs = item.get("source_message_ids") or []
-    if not isinstance(raw_refs, list):
-        return None
-    # The companion's own words are never facts about the person: only user turns count.
-    sources = [
-        refs[ref] for ref in dict.fromkeys(str(r) for r in raw_refs)
-        if ref in refs and refs[ref]["role"] == "user"
-    ]
-    if not sources:
-        return None
-    importance = item.get("importance")
-    if not isinstance(importance, int | float) or isinstance(importance, bool):
-        importance = None
-    else:
-        importance = min(1.0, max(0.0, float(importance)))
-    return str(category), str(key), str(value), importance, sources
-
-
-def _strip_fences(text: str) -> str:
-    """Some OpenAI-compatible servers wrap JSON in a Markdown code fence despite json_object."""
-    text = text.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
-    return text
-
-
-def _pairs(
-    memories: list[tuple[Memory, np.ndarray | None]],
-) -> list[tuple[Memory, np.ndarray | None, Memory, np.ndarray | None]]:
-    return [
-        (a, va, b, vb)
-        for i, (a, va) in enumerate(memories)
-        for (b, vb) in memories[i + 1 :]
-    ]
-
-
-def _keys_alike(a: Memory, b: Memory) -> bool:
-    return difflib.SequenceMatcher(None, a.key or "", b.key or "").ratio() >= KEY_SIMILARITY
-
-
-def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    if a is None or b is None or len(a) == 0 or len(a) != len(b):
-        return 0.0
-    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a, b) / denom) if denom else 0.0

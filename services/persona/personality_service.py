@@ -9,13 +9,10 @@ change goes to Postgres through the write batcher, with a history row.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -28,21 +25,26 @@ from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from services.people.companion_service import Companion
 from services.persona import mood as moodlib
-from services.persona.mood import NEEDS, QUIRK_ACTIVE_STRENGTH, Needs, QuirkPattern
+from services.persona.mood import NEEDS, Needs, QuirkPattern
 from services.persona.pad import (
-    PAD,
     apply_impulse,
     decay_toward,
     drift_baseline,
     emotion_label,
     sensitivity,
-    temperament,
+)
+from services.persona.personality_state import (
+    LOAD_SQL,
+    MoodState,
+    PersonalitySnapshot,
+    Quirk,
+    SessionTally,
+    StoredPersonality,
+    elapsed_s,
 )
 
 logger = logging.getLogger(__name__)
 
-# Distinct patterns tracked per session; openers are open-ended, so the table is capped.
-MAX_PATTERNS_PER_SESSION = 200
 MAX_DESCRIBED_QUIRKS = 3
 
 _OP_STATE = "personality.state"
@@ -84,138 +86,6 @@ _SQL: dict[str, str] = {
     ),
 }
 
-_LOAD_SQL = """
-select
-  (select row_to_json(s) from (
-     select pleasure, arousal, dominance, baseline_pleasure, baseline_arousal,
-            baseline_dominance, emotion, updated_at
-     from personality_state where user_id = $1 and companion_id = $2) s) as state,
-  (select coalesce(json_agg(json_build_object(
-     'need', need, 'level', level, 'updated_at', updated_at)), '[]'::json)
-   from needs where user_id = $1 and companion_id = $2) as needs,
-  (select coalesce(json_agg(json_build_object(
-     'name', name, 'description', description, 'strength', strength, 'uses', uses,
-     'last_used_at', last_used_at) order by strength desc), '[]'::json)
-   from quirks where user_id = $1 and companion_id = $2) as quirks
-"""
-
-@dataclass(frozen=True)
-class MoodState:
-    """The companion's mood toward one user, as of `updated_at`.
-
-    Attributes:
-        mood: the current PAD point.
-        baseline: where the mood rests when nothing happens (drifts slowly between sessions).
-        emotion: the label of `mood` (see services.persona.pad.emotion_label).
-        updated_at: when this state was computed; None for a never-stored initial state.
-    """
-
-    mood: PAD
-    baseline: PAD
-    emotion: str
-    updated_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Quirk:
-    """A speech or behaviour pattern of the companion; `strength` is as of now (faded)."""
-
-    name: str
-    description: str
-    strength: float
-    uses: int
-    last_used_at: datetime | None
-
-    @property
-    def active(self) -> bool:
-        return self.strength >= QUIRK_ACTIVE_STRENGTH
-
-
-@dataclass(frozen=True)
-class PersonalitySnapshot:
-    """Mood, needs and quirks together, all brought to the same moment."""
-
-    mood: MoodState
-    needs: Needs
-    quirks: tuple[Quirk, ...]
-
-
-@dataclass
-class _Stored:
-    """What is persisted (and cached): values as of their own timestamps, not decayed."""
-
-    mood: PAD
-    baseline: PAD
-    emotion: str
-    updated_at: datetime | None
-    needs: dict[str, tuple[float, datetime | None]]
-    quirks: dict[str, dict[str, Any]]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mood": list(self.mood.as_tuple()),
-            "baseline": list(self.baseline.as_tuple()),
-            "emotion": self.emotion,
-            "updated_at": _iso(self.updated_at),
-            "needs": {n: [lvl, _iso(at)] for n, (lvl, at) in self.needs.items()},
-            "quirks": [
-                {**q, "last_used_at": _iso(q["last_used_at"])} for q in self.quirks.values()
-            ],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> _Stored:
-        return cls(
-            mood=PAD.from_sequence(data["mood"]),
-            baseline=PAD.from_sequence(data["baseline"]),
-            emotion=data["emotion"],
-            updated_at=_parse_dt(data["updated_at"]),
-            needs={n: (float(v[0]), _parse_dt(v[1])) for n, v in data["needs"].items()},
-            quirks={
-                q["name"]: {**q, "last_used_at": _parse_dt(q["last_used_at"])}
-                for q in data["quirks"]
-            },
-        )
-
-
-@dataclass
-class _Session:
-    """What one session contributes at its end: the moods it passed through, its patterns."""
-
-    mood_sum: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    turns: int = 0
-    patterns: Counter[str] = field(default_factory=Counter)
-    descriptions: dict[str, str] = field(default_factory=dict)
-
-    def add_mood(self, mood: PAD) -> None:
-        for i, v in enumerate(mood.as_tuple()):
-            self.mood_sum[i] += v
-        self.turns += 1
-
-    def mean(self) -> PAD | None:
-        if not self.turns:
-            return None
-        return PAD(*(v / self.turns for v in self.mood_sum))
-
-    def add_patterns(self, patterns: Sequence[QuirkPattern]) -> None:
-        for pattern in patterns:
-            if pattern.name not in self.patterns and len(self.patterns) >= MAX_PATTERNS_PER_SESSION:
-                continue
-            self.patterns[pattern.name] += 1
-            self.descriptions[pattern.name] = pattern.description
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _parse_dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def _elapsed_s(since: datetime | None, now: datetime) -> float:
-    return 0.0 if since is None else max(0.0, (now - since).total_seconds())
-
 
 class PersonalityService:
     """Mood, needs and quirks of each companion toward each user.
@@ -245,7 +115,7 @@ class PersonalityService:
         self._clock = clock
         for op, sql in _SQL.items():
             batcher.register(op, sql)
-        self._sessions: dict[tuple[uuid.UUID, uuid.UUID], _Session] = {}
+        self._sessions: dict[tuple[uuid.UUID, uuid.UUID], SessionTally] = {}
         self._turn_ms = LatencyWindow()
         self._loads = 0
         self._sessions_ended = 0
@@ -257,10 +127,6 @@ class PersonalityService:
         """Mood, needs and quirks as of now, in one cache read (one query on a miss)."""
         stored = await self._load(user_id, companion)
         return self._view(stored, self._clock())
-
-    def appraise(self, text: str) -> PAD:
-        """The emotion a turn expresses; local, microseconds, no LLM."""
-        return moodlib.appraise(text[:MAX_UTTERANCE_CHARS])
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -302,7 +168,7 @@ class PersonalityService:
         """Drift the baseline toward the session's mean mood and feed recurring patterns into
         quirks; persists through the batcher. Safe to call for a session without turns."""
         now = self._clock()
-        session = self._sessions.pop((user_id, companion.id), _Session())
+        session = self._sessions.pop((user_id, companion.id), SessionTally())
         stored = await self._load(user_id, companion)
         view = self._view(stored, now)
         mean = session.mean()
@@ -371,51 +237,29 @@ class PersonalityService:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _session(self, user_id: uuid.UUID, companion: Companion) -> _Session:
-        return self._sessions.setdefault((user_id, companion.id), _Session())
+    def _session(self, user_id: uuid.UUID, companion: Companion) -> SessionTally:
+        return self._sessions.setdefault((user_id, companion.id), SessionTally())
 
-    async def _load(self, user_id: uuid.UUID, companion: Companion) -> _Stored:
+    async def _load(self, user_id: uuid.UUID, companion: Companion) -> StoredPersonality:
         key = self._key(user_id, companion)
         cached = await self._cache.get_json(key)
         if isinstance(cached, dict):
             try:
-                return _Stored.from_json(cached)
+                return StoredPersonality.from_json(cached)
             except (KeyError, TypeError, ValueError):
                 logger.warning("cached personality state is malformed; reloading it")
         self._loads += 1
-        row = await self._pool.fetchrow(_LOAD_SQL, user_id, companion.id)
-        stored = self._from_row(companion, row)
+        row = await self._pool.fetchrow(LOAD_SQL, user_id, companion.id)
+        stored = StoredPersonality.from_row(companion, row)
         await self._cache.set_json(key, stored.to_json(), ttl_s=self._settings.cache_default_ttl_s)
         return stored
 
-    @staticmethod
-    def _from_row(companion: Companion, row: Any) -> _Stored:
-        state = json.loads(row["state"]) if row and row["state"] else None
-        if state is None:
-            rest = temperament(companion.traits)
-            mood, baseline, emotion, updated = rest, rest, emotion_label(rest), None
-        else:
-            mood = PAD(state["pleasure"], state["arousal"], state["dominance"])
-            baseline = PAD(state["baseline_pleasure"], state["baseline_arousal"],
-                           state["baseline_dominance"])
-            emotion, updated = state["emotion"], _parse_dt(state["updated_at"])
-        needs: dict[str, tuple[float, datetime | None]] = {
-            n: (moodlib.DEFAULT_NEED_LEVEL, None) for n in NEEDS
-        }
-        for item in json.loads(row["needs"]) if row else []:
-            needs[item["need"]] = (float(item["level"]), _parse_dt(item["updated_at"]))
-        quirks = {
-            q["name"]: {**q, "last_used_at": _parse_dt(q["last_used_at"])}
-            for q in (json.loads(row["quirks"]) if row else [])
-        }
-        return _Stored(mood, baseline, emotion, updated, needs, quirks)
-
-    def _view(self, stored: _Stored, now: datetime) -> PersonalitySnapshot:
-        elapsed = _elapsed_s(stored.updated_at, now)
+    def _view(self, stored: StoredPersonality, now: datetime) -> PersonalitySnapshot:
+        elapsed = elapsed_s(stored.updated_at, now)
         mood = decay_toward(stored.mood, stored.baseline, elapsed, self._settings.mood_half_life_s)
         needs = moodlib.decay_needs(
             Needs(**{n: lvl for n, (lvl, _) in stored.needs.items()}),
-            {n: _elapsed_s(at, now) for n, (_, at) in stored.needs.items()},
+            {n: elapsed_s(at, now) for n, (_, at) in stored.needs.items()},
             self._settings.needs_half_life_s,
         )
         half_life = self._settings.quirk_half_life_days * 86_400
@@ -425,7 +269,7 @@ class PersonalityService:
                     name=q["name"],
                     description=q["description"],
                     strength=moodlib.quirk_strength_now(
-                        float(q["strength"]), _elapsed_s(q["last_used_at"], now), half_life
+                        float(q["strength"]), elapsed_s(q["last_used_at"], now), half_life
                     ),
                     uses=int(q["uses"]),
                     last_used_at=q["last_used_at"],
@@ -444,7 +288,7 @@ class PersonalityService:
         self,
         user_id: uuid.UUID,
         companion: Companion,
-        stored: _Stored,
+        stored: StoredPersonality,
         patterns: Sequence[QuirkPattern],
         now: datetime,
         *,
@@ -466,7 +310,7 @@ class PersonalityService:
             self._quirks_reinforced += 1
 
     def _persist_state(
-        self, user_id: uuid.UUID, companion: Companion, stored: _Stored, *, reason: str
+        self, user_id: uuid.UUID, companion: Companion, stored: StoredPersonality, *, reason: str
     ) -> None:
         m, b = stored.mood, stored.baseline
         self._batcher.enqueue(

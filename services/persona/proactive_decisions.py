@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.people.follow_up_service import FollowUp
-from services.persona.personality_service import PersonalitySnapshot
+from services.persona.personality_state import PersonalitySnapshot
 
 _TONE = {
     "excited": "upbeat and lively", "happy": "cheerful", "content": "warm and easy",

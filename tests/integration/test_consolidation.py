@@ -16,6 +16,7 @@ from core.errors import LLMUnavailable
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.model_clients import ModelClients
 from services.memory.consolidation_service import ConsolidationService
+from services.memory.memory_upkeep import MemoryUpkeep
 from tests.support.memory_stack import (
     MemoryStack,
     create_companion,
@@ -44,6 +45,7 @@ class Clock:
 @dataclass
 class World:
     stack: MemoryStack
+    upkeep: MemoryUpkeep
     consolidation: ConsolidationService
     server: OpenAIStubServer
     pool: ConnectionPool
@@ -102,13 +104,16 @@ async def world(
             async with memory_stack(
                 pool=pool, settings=settings, server=server, clock=clock
             ) as stack:
+                upkeep = MemoryUpkeep(
+                    pool=pool, memory=stack.memory, settings=settings, clock=clock
+                )
                 consolidation = ConsolidationService(
-                    pool=pool, models=models, memory=stack.memory, settings=settings,
-                    clock=clock,
+                    pool=pool, models=models, memory=stack.memory, upkeep=upkeep,
+                    settings=settings, clock=clock,
                 )
                 user = await create_user(pool, timezone="Europe/Lisbon")
                 companion = await create_companion(pool, user, "Veda")
-                yield World(stack, consolidation, server, pool, clock, user, companion)
+                yield World(stack, upkeep, consolidation, server, pool, clock, user, companion)
                 await consolidation.aclose()
         finally:
             await models.aclose()
@@ -184,7 +189,7 @@ async def test_without_a_model_server_consolidation_names_the_setting_and_marks_
 ) -> None:
     session, _ = await world.session(FIRST_CONVERSATION)
     unconfigured = ConsolidationService(
-        pool=world.pool, models=models, memory=world.stack.memory,
+        pool=world.pool, models=models, memory=world.stack.memory, upkeep=world.upkeep,
         settings=world.stack.settings, clock=world.clock,
     )
     try:
@@ -383,8 +388,8 @@ async def test_near_duplicate_memories_under_different_keys_are_merged(world: Wo
     reordered = await memory.remember(world.user, world.companion, "FACT", "home_city", "porto")
     distinct = await memory.remember(world.user, world.companion, "FACT", "job", "nurse")
 
-    assert await world.consolidation.merge_duplicates() == 2
-    assert await world.consolidation.merge_duplicates() == 0
+    assert await world.upkeep.merge_duplicates() == 2
+    assert await world.upkeep.merge_duplicates() == 0
 
     current = {m.id: m for m in await memory.current(world.user, world.companion)}
     assert set(current) == {newer.id, reordered.id, distinct.id}
@@ -407,8 +412,8 @@ async def test_contradicting_memories_are_flagged_once_on_both_sides(world: Worl
     unrelated = await memory.remember(world.user, world.companion, "PREFERENCE", "music",
                                       "jazz")
 
-    assert await world.consolidation.flag_contradictions() == 2
-    assert await world.consolidation.flag_contradictions() == 0
+    assert await world.upkeep.flag_contradictions() == 2
+    assert await world.upkeep.flag_contradictions() == 0
 
     current = {m.id: m for m in await memory.current(world.user, world.companion)}
     assert current[blue.id].source["contradicts"] == [str(green.id)]
@@ -430,8 +435,8 @@ async def test_decay_lowers_unused_episodes_at_most_once_a_day(world: World) -> 
 
     # Episodic rows carry the database's own now() as updated_at; go past both clocks.
     world.clock.now = max(datetime.now(UTC), world.clock.now) + timedelta(days=3)
-    first = await world.consolidation.decay()
-    again = await world.consolidation.decay()
+    first = await world.upkeep.decay()
+    again = await world.upkeep.decay()
 
     assert (first, again) == (2, 0)
     episode_after = await world.pool.fetchval(

@@ -11,7 +11,8 @@ from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.redis_cache import RedisCache
 from services.people.companion_service import Companion, CompanionService
 from services.persona.pad import PAD, BigFive, temperament
-from services.persona.personality_service import MoodState, PersonalityService
+from services.persona.personality_service import PersonalityService
+from services.persona.personality_state import MoodState
 
 pytestmark = pytest.mark.integration
 

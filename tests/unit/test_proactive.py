@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from services.people.follow_up_service import FollowUp, due_from_day
 from services.persona.mood import Needs
 from services.persona.pad import PAD
-from services.persona.personality_service import MoodState, PersonalitySnapshot
+from services.persona.personality_state import MoodState, PersonalitySnapshot
 from services.persona.proactive_decisions import (
     Nudge,
     NudgeLedger,
