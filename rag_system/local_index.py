@@ -25,11 +25,12 @@ from datetime import date, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from core.memory_records import Memory
 from rag_system.batch import id_keys, matrix_from_sent
+from rag_system.index_columns import NO_DAY, Columns, Int64, RowFields
 
-NO_DAY = -(2**31)
 # OpenBLAS runs a larger matrix-vector product on all cores; on a shared 2-core machine its
 # threads then wait for each other (milliseconds). Blocks of this many rows stay on one thread.
 _DOT_BLOCK = 512
@@ -68,19 +69,14 @@ class UserIndex:
 
     Attributes:
         horizon: changes by transactions from this id on may not be in the copy yet.
+        n: positions in use (retired ones included).
         dead: retired positions (a full reload drops them).
+        columns: what searching reads, per position.
+        fields: the rest of each row, for building its `Memory`.
+        vecs: the stored embeddings, one row per position (zeros where there is none).
+        df: per word id, how many positions hold the word.
+        pos: the current position of each memory id.
     """
-
-    _ARRAYS = {
-        "alive": bool, "has_vec": bool, "occ_us": np.int64, "occ": np.float64,
-        "eday": np.int32, "companion": np.int32, "explicit": bool, "assistant": bool,
-        "superseded": bool, "session": np.int32, "importance": np.float64,
-        "access": np.float64, "dl": np.int32, "id_hi": np.uint64,
-        "id_lo": np.uint64,
-    }
-    _LISTS = ("ids", "occurred_at", "event_date", "created_at", "superseded_at",
-              "last_accessed_at", "kind", "speaker", "category", "key", "value", "content",
-              "source")
 
     def __init__(self, user_id: uuid.UUID, horizon: int) -> None:
         self.user_id = user_id
@@ -91,21 +87,19 @@ class UserIndex:
         self.dead = 0
         self.dim = 0
         self._cap = 0
-        for name, dtype in self._ARRAYS.items():
-            setattr(self, name, np.zeros(0, dtype=dtype))
-        self.vecs = np.zeros((0, 0), dtype=np.float32)
-        for name in self._LISTS:
-            setattr(self, name, [])
+        self.columns = Columns.zeros(0)
+        self.fields = RowFields()
+        self.vecs: npt.NDArray[np.float32] = np.zeros((0, 0), dtype=np.float32)
         self.companion_ids: list[uuid.UUID | None] = [None]
         self._companions: dict[uuid.UUID | None, int] = {None: 0}
         self._sessions: dict[str, int] = {}
         self.vocab: dict[str, int] = {}
-        self.df = np.zeros(0, dtype=np.int64)
+        self.df: Int64 = np.zeros(0, dtype=np.int64)
         self._postings = _Postings()
         self.pos: dict[uuid.UUID, int] = {}
         self.gone: set[uuid.UUID] = set()
-        self.time_order = np.zeros(0, dtype=np.int64)
-        self.occ_sorted = np.zeros(0, dtype=np.int64)
+        self.time_order: Int64 = np.zeros(0, dtype=np.int64)
+        self.occ_sorted: Int64 = np.zeros(0, dtype=np.int64)
         self._memories: dict[int, Memory] = {}
         # One sync at a time: `apply` relies on each read being newer than the last.
         self.sync_lock = asyncio.Lock()
@@ -125,6 +119,7 @@ class UserIndex:
         n = len(rows)
         index._reserve(n)
         index.n = n
+        c = index.columns
 
         def column(name: str) -> list[Any]:
             return [r[name] for r in rows]
@@ -134,28 +129,27 @@ class UserIndex:
             matrix = matrix_from_sent(vecs)
             index._ensure_dim(matrix.shape[1])
             index.vecs[:n] = matrix
-        index.has_vec[:n] = [v is not None for v in vecs]
-        index.alive[:n] = True
+        c.has_vec[:n] = [v is not None for v in vecs]
+        c.alive[:n] = True
         occ_us = np.array(column("occ_us"), dtype=np.int64)
-        index.occ_us[:n] = occ_us
-        index.occ[:n] = occ_us / 1e6
-        index.eday[:n] = [NO_DAY if d is None else d for d in column("eday")]
-        index.companion[:n] = [index._code(c) for c in column("companion_id")]
-        index.explicit[:n] = [k == "explicit" for k in column("kind")]
-        index.assistant[:n] = [s == "assistant" for s in column("speaker")]
-        index.superseded[:n] = [s is not None for s in column("superseded_at")]
+        c.occ_us[:n] = occ_us
+        c.occ[:n] = occ_us / 1e6
+        c.eday[:n] = [NO_DAY if d is None else d for d in column("eday")]
+        c.companion[:n] = [index._code(companion) for companion in column("companion_id")]
+        c.explicit[:n] = [k == "explicit" for k in column("kind")]
+        c.assistant[:n] = [s == "assistant" for s in column("speaker")]
+        c.superseded[:n] = [s is not None for s in column("superseded_at")]
         sessions = index._sessions
-        index.session[:n] = [
+        c.session[:n] = [
             -1 if not s else sessions.setdefault(s, len(sessions)) for s in column("session")
         ]
-        index.importance[:n] = column("importance")
-        index.access[:n] = column("access_count")
-        index.dl[:n] = [d or 0 for d in column("dl")]
-        for name in cls._LISTS:
-            getattr(index, name)[:n] = column("id" if name == "ids" else name)
-        index.pos = {memory_id: p for p, memory_id in enumerate(index.ids[:n])}
+        c.importance[:n] = column("importance")
+        c.access[:n] = column("access_count")
+        c.dl[:n] = [d or 0 for d in column("dl")]
+        index.fields = RowFields.of(rows)
+        index.pos = {memory_id: p for p, memory_id in enumerate(index.fields.ids)}
         if n:
-            index.id_hi[:n], index.id_lo[:n] = id_keys(index.ids[:n])
+            c.id_hi[:n], c.id_lo[:n] = id_keys(index.fields.ids)
         order = np.argsort(occ_us, kind="stable")
         index.time_order = order.astype(np.int64)
         index.occ_sorted = occ_us[order]
@@ -172,24 +166,18 @@ class UserIndex:
         if need <= self._cap:
             return
         cap = max(need, 2 * self._cap, 64)
-        for name in self._ARRAYS:
-            old = getattr(self, name)
-            new = np.zeros(cap, dtype=old.dtype)
-            new[: self.n] = old[: self.n]
-            setattr(self, name, new)
+        self.columns = self.columns.grown(cap, self.n)
         vecs = np.zeros((cap, self.dim), dtype=np.float32)
         vecs[: self.n] = self.vecs[: self.n]
         self.vecs = vecs
-        for name in self._LISTS:
-            getattr(self, name).extend([None] * (cap - len(getattr(self, name))))
         self._cap = cap
 
     def _ensure_dim(self, dim: int) -> None:
         if dim == self.dim:
             return
-        if self.dim and self.has_vec[: self.n].any():
+        if self.dim and self.columns.has_vec[: self.n].any():
             # A different model's vectors: the old ones are not comparable any more.
-            self.has_vec[: self.n] = False
+            self.columns.has_vec[: self.n] = False
         self.dim = dim
         self.vecs = np.zeros((self._cap, dim), dtype=np.float32)
 
@@ -201,34 +189,34 @@ class UserIndex:
         return code
 
     def _set_row(self, p: int, row: Mapping[str, Any], *, with_vector: bool = True) -> None:
-        self.alive[p] = True
-        self.occ_us[p] = row["occ_us"]
-        self.occ[p] = row["occ_us"] / 1e6
-        self.eday[p] = NO_DAY if row["eday"] is None else row["eday"]
-        self.companion[p] = self._code(row["companion_id"])
-        self.explicit[p] = row["kind"] == "explicit"
-        self.assistant[p] = row["speaker"] == "assistant"
-        self.superseded[p] = row["superseded_at"] is not None
+        c = self.columns
+        c.alive[p] = True
+        c.occ_us[p] = row["occ_us"]
+        c.occ[p] = row["occ_us"] / 1e6
+        c.eday[p] = NO_DAY if row["eday"] is None else row["eday"]
+        c.companion[p] = self._code(row["companion_id"])
+        c.explicit[p] = row["kind"] == "explicit"
+        c.assistant[p] = row["speaker"] == "assistant"
+        c.superseded[p] = row["superseded_at"] is not None
         session = row["session"]
-        self.session[p] = (
+        c.session[p] = (
             -1 if not session else self._sessions.setdefault(session, len(self._sessions))
         )
-        self.importance[p] = row["importance"]
-        self.access[p] = row["access_count"]
-        self.dl[p] = row["dl"] or 0
-        for name in self._LISTS:
-            getattr(self, name)[p] = row[name] if name != "ids" else row["id"]
+        c.importance[p] = row["importance"]
+        c.access[p] = row["access_count"]
+        c.dl[p] = row["dl"] or 0
+        self.fields.put(p, row)
         if with_vector:
             raw = row["vec"]
             if raw is None:
-                self.has_vec[p] = False
+                c.has_vec[p] = False
                 if self.dim:
                     self.vecs[p] = 0.0
             else:
                 vector = matrix_from_sent([raw])[0]
                 self._ensure_dim(vector.shape[0])
                 self.vecs[p] = vector
-                self.has_vec[p] = True
+                c.has_vec[p] = True
         self._memories.pop(p, None)
 
     # --- changes -----------------------------------------------------------------------------
@@ -249,13 +237,14 @@ class UserIndex:
         """
         taken = 0
         appended: list[int] = []
+        c = self.columns
         for row in rows:
             memory_id = row["id"]
             if memory_id in self.gone:
                 continue
             p = self.pos.get(memory_id)
             if p is not None:
-                if self.content[p] == row["content"] and self.occ_us[p] == row["occ_us"]:
+                if self.fields.content[p] == row["content"] and c.occ_us[p] == row["occ_us"]:
                     # Same words and time (a use counted, a fact superseded): change in place.
                     self._set_row(p, row)
                     taken += 1
@@ -265,7 +254,8 @@ class UserIndex:
             self._reserve(1)
             self.n += 1
             self._set_row(p, row)
-            self.id_hi[p], self.id_lo[p] = (int(x[0]) for x in id_keys([memory_id]))
+            c = self.columns  # `_reserve` may have grown it
+            c.id_hi[p], c.id_lo[p] = (int(x[0]) for x in id_keys([memory_id]))
             for word in dict.fromkeys(row["lexemes"] or ()):
                 w = self.vocab.get(word)
                 if w is None:
@@ -279,9 +269,9 @@ class UserIndex:
             taken += 1
         if appended:
             new = np.array(appended, dtype=np.int64)
-            new = new[np.argsort(self.occ_us[new], kind="stable")]
-            at = np.searchsorted(self.occ_sorted, self.occ_us[new], side="right")
-            self.occ_sorted = np.insert(self.occ_sorted, at, self.occ_us[new])
+            new = new[np.argsort(c.occ_us[new], kind="stable")]
+            at = np.searchsorted(self.occ_sorted, c.occ_us[new], side="right")
+            self.occ_sorted = np.insert(self.occ_sorted, at, c.occ_us[new])
             self.time_order = np.insert(self.time_order, at, new)
         for memory_id, _ in tombstones:
             self.gone.add(memory_id)
@@ -292,8 +282,8 @@ class UserIndex:
         return taken
 
     def _retire(self, p: int) -> None:
-        self.alive[p] = False
-        self.pos.pop(self.ids[p], None)
+        self.columns.alive[p] = False
+        self.pos.pop(self.fields.ids[p], None)
         self._memories.pop(p, None)
         self.dead += 1
 
@@ -306,18 +296,18 @@ class UserIndex:
 
     @property
     def nbytes(self) -> int:
-        return int(self.vecs.nbytes + sum(getattr(self, a).nbytes for a in self._ARRAYS))
+        return int(self.vecs.nbytes) + self.columns.nbytes
 
     def scope(self, companion_id: uuid.UUID | None, include_assistant: bool) -> np.ndarray:
         """Rows a search may return: current, this companion's or shared, no companion replies
         unless asked for (the same rule as the SQL path)."""
-        n = self.n
-        companion = self.companion[:n]
-        mask = self.alive[:n] & ~self.superseded[:n]
+        n, c = self.n, self.columns
+        companion = c.companion[:n]
+        mask = c.alive[:n] & ~c.superseded[:n]
         code = self._companions.get(companion_id, -1) if companion_id is not None else 0
         mask &= (companion == 0) | (companion == code) if code > 0 else (companion == 0)
         if not include_assistant:
-            mask &= ~self.assistant[:n]
+            mask &= ~c.assistant[:n]
         return mask
 
     def similarities(self, query: np.ndarray) -> np.ndarray:
@@ -346,26 +336,27 @@ class UserIndex:
     def memory(self, p: int) -> Memory:
         memory = self._memories.get(p)
         if memory is None:
-            source = self.source[p]
+            c, f = self.columns, self.fields
+            source = f.source[p]
             if isinstance(source, str):
                 source = json.loads(source)
             memory = self._memories[p] = Memory(
-                id=self.ids[p],
+                id=f.ids[p],
                 user_id=self.user_id,
-                companion_id=self.companion_ids[int(self.companion[p])],
-                kind=self.kind[p],
-                speaker=self.speaker[p],
-                category=self.category[p],
-                key=self.key[p],
-                value=self.value[p],
-                content=self.content[p],
-                importance=float(self.importance[p]),
-                occurred_at=self.occurred_at[p],
-                event_date=self.event_date[p],
-                created_at=self.created_at[p],
-                superseded_at=self.superseded_at[p],
-                access_count=int(self.access[p]),
-                last_accessed_at=self.last_accessed_at[p],
+                companion_id=self.companion_ids[int(c.companion[p])],
+                kind=f.kind[p],
+                speaker=f.speaker[p],
+                category=f.category[p],
+                key=f.key[p],
+                value=f.value[p],
+                content=f.content[p],
+                importance=float(c.importance[p]),
+                occurred_at=f.occurred_at[p],
+                event_date=f.event_date[p],
+                created_at=f.created_at[p],
+                superseded_at=f.superseded_at[p],
+                access_count=int(c.access[p]),
+                last_accessed_at=f.last_accessed_at[p],
                 source=dict(source or {}),
             )
         return memory

@@ -18,6 +18,7 @@ import numpy as np
 
 from rag_system.batch import CandidateBatch, empty_pairs
 from rag_system.candidates import CandidateLimits
+from rag_system.index_columns import Int64
 from rag_system.local_index import UserIndex, day_number
 from rag_system.query import PreparedQuery
 
@@ -57,7 +58,7 @@ def local_batch(
     k: int,
 ) -> tuple[CandidateBatch, int]:
     """The candidate batch for one query, and how many rows the vector source proposed."""
-    n = index.n
+    n, cols = index.n, index.columns
     scope = index.scope(companion_id, include_assistant)
     has_vector = query_vector is not None
     sims = None
@@ -67,7 +68,7 @@ def local_batch(
     # Vector source: at least k, so a scope holding k rows always yields k.
     vector_rows = np.zeros(0, dtype=np.int64)
     if sims is not None:
-        eligible = np.flatnonzero(scope & index.has_vec[:n])
+        eligible = np.flatnonzero(scope & cols.has_vec[:n])
         wanted = max(int(limits.vector), int(k))
         values = sims[eligible]
         if eligible.size > wanted:
@@ -78,7 +79,8 @@ def local_batch(
 
     # Keyword source.
     has_keywords = bool(query.words)
-    acc = matched = None
+    acc: np.ndarray | None = None
+    matched: np.ndarray | None = None
     ranked = np.zeros(0, dtype=np.int64)
     total_weight = own_weight = 0.0
     if has_keywords:
@@ -108,7 +110,7 @@ def local_batch(
         matched &= scope
         rows = np.flatnonzero(matched)
         if rows.size:
-            order = np.lexsort((index.id_lo[rows], index.id_hi[rows], index.dl[rows],
+            order = np.lexsort((cols.id_lo[rows], cols.id_hi[rows], cols.dl[rows],
                                 -acc[rows]))
             ranked = rows[order]
 
@@ -119,8 +121,8 @@ def local_batch(
     if window is not None:
         start_us = int(window.start.timestamp() * 1_000_000)
         end_us = int(window.end.timestamp() * 1_000_000)
-        occ = index.occ_us[:n]
-        eday = index.eday[:n]
+        occ = cols.occ_us[:n]
+        eday = cols.eday[:n]
         in_window = ((occ >= start_us) & (occ < end_us)) | (
             (eday >= day_number(window.start)) & (eday < day_number(window.end))
         )
@@ -128,9 +130,9 @@ def local_batch(
         if span_days <= limits.window_source_max_days:
             rows = np.flatnonzero(in_window & scope)
             if sims is not None:
-                key = np.where(index.has_vec[rows], -sims[rows], np.inf)
+                key = np.where(cols.has_vec[rows], -sims[rows], np.inf)
             else:
-                key = -index.occ_us[rows].astype(np.float64)
+                key = -cols.occ_us[rows].astype(np.float64)
             time_rows = rows[np.argsort(key, kind="stable")[: int(limits.time)]]
 
     # The turns next to the top rows of each source.
@@ -160,9 +162,10 @@ def _neighbours(
     is the nearest on its side. All anchors at once (their time ranges concatenated)."""
     if anchors.size == 0:
         return empty_pairs()
+    cols = index.columns
     gap_us = int(limits.neighbour_gap_s) * 1_000_000
     width = int(limits.neighbours)
-    t = index.occ_us[anchors]
+    t = cols.occ_us[anchors]
     lo = np.searchsorted(index.occ_sorted, t - gap_us, side="left")
     hi = np.searchsorted(index.occ_sorted, t + gap_us, side="right")
     sizes = hi - lo
@@ -173,14 +176,14 @@ def _neighbours(
     starts = np.cumsum(sizes) - sizes
     near = index.time_order[lo[group] + np.arange(total) - starts[group]]
     anchor = anchors[group]
-    session, near_session = index.session[anchor], index.session[near]
+    session, near_session = cols.session[anchor], cols.session[near]
     ok = (
         scope[near]
-        & (index.companion[near] == index.companion[anchor])
-        & (index.explicit[near] == index.explicit[anchor])
+        & (cols.companion[near] == cols.companion[anchor])
+        & (cols.explicit[near] == cols.explicit[anchor])
         & ((session < 0) | (near_session < 0) | (near_session == session))
     )
-    when, at = index.occ_us[near], t[group]
+    when, at = cols.occ_us[near], t[group]
     out = []
     for side, nearest_last in ((ok & (when < at), True), (ok & (when > at), False)):
         # Rank within each anchor's range, counting outwards from the anchor (the range is in
@@ -211,9 +214,9 @@ def _batch(
     links: np.ndarray,
     limits: CandidateLimits,
 ) -> CandidateBatch:
-    m = rows.shape[0]
+    m, cols = rows.shape[0], index.columns
     if sims is not None:
-        similarity = np.where(index.has_vec[rows], sims[rows].astype(np.float64), np.nan)
+        similarity = np.where(cols.has_vec[rows], sims[rows].astype(np.float64), np.nan)
     else:
         similarity = np.full(m, np.nan)
     if acc is not None and matched is not None:
@@ -239,21 +242,21 @@ def _batch(
         vector_rank=vector_rank,
         keyword_rank=keyword_rank,
         in_window=in_window[rows] if in_window is not None else np.zeros(m, dtype=bool),
-        occurred=index.occ[rows],
-        companion=index.companion[rows].astype(np.int64),
-        explicit=index.explicit[rows],
-        session=index.session[rows].astype(np.int64),
-        importance=index.importance[rows],
-        access_count=index.access[rows],
-        id_hi=index.id_hi[rows],
-        id_lo=index.id_lo[rows],
+        occurred=cols.occ[rows],
+        companion=cols.companion[rows].astype(np.int64),
+        explicit=cols.explicit[rows],
+        session=cols.session[rows].astype(np.int64),
+        importance=cols.importance[rows],
+        access_count=cols.access[rows],
+        id_hi=cols.id_hi[rows],
+        id_lo=cols.id_lo[rows],
         pairs=pairs,
         vectors=lambda chosen: index.vecs[picked[np.asarray(chosen, dtype=np.int64)]],
         memory=lambda i: index.memory(int(picked[i])),
     )
 
 
-def _ranks(n: int, rows: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+def _ranks(n: int, rows: Int64, ordered: Int64) -> Int64:
     """1-based rank of each of `rows` in `ordered`, 0 for rows not in it."""
     ranks = np.zeros(n, dtype=np.int64)
     ranks[ordered] = np.arange(1, ordered.shape[0] + 1)

@@ -194,7 +194,7 @@ def empty_index() -> UserIndex:
 
 def current(index: UserIndex) -> dict[str, str]:
     scope = index.scope(None, include_assistant=True)
-    return {str(index.ids[p]): index.content[p] for p in np.flatnonzero(scope)}
+    return {str(index.fields.ids[p]): index.fields.content[p] for p in np.flatnonzero(scope)}
 
 
 def test_each_newer_read_wins_even_with_a_smaller_transaction_id_and_deletes_are_final() -> None:
@@ -215,7 +215,7 @@ def test_a_change_that_keeps_words_and_time_is_made_in_place() -> None:
     index = empty_index()
     index.apply([row("a", 1, "walk the dog")], [], horizon=2)
     index.apply([row("a", 2, "walk the dog", access_count=3)], [], horizon=3)
-    assert index.n == 1 and index.dead == 0 and index.access[0] == 3
+    assert index.n == 1 and index.dead == 0 and index.columns.access[0] == 3
     index.apply([row("a", 3, "walk the cat")], [], horizon=4)
     assert index.n == 2 and index.dead == 1
     assert list(current(index).values()) == ["walk the cat"]
@@ -231,7 +231,7 @@ def test_the_scope_keeps_the_companions_own_and_shared_rows_and_drops_history() 
         row("old", 1, superseded_at=NOW),
     ], postings=[])
     def names(companion: uuid.UUID | None, assistant: bool = False) -> set[str]:
-        return {index.content[p] for p in np.flatnonzero(index.scope(companion, assistant))}
+        return {index.fields.content[p] for p in np.flatnonzero(index.scope(companion, assistant))}
     assert names(veda) == {"shared", "veda"}
     assert names(veda, assistant=True) == {"shared", "veda", "reply"}
     assert names(None) == {"shared"}
@@ -241,18 +241,18 @@ def test_the_scope_keeps_the_companions_own_and_shared_rows_and_drops_history() 
 def _brute_force_neighbours(index: UserIndex, anchors, scope, limits) -> set[tuple[int, int, int]]:
     out = set()
     gap = limits.neighbour_gap_s * 1_000_000
+    c = index.columns
     for a in anchors:
-        t = index.occ_us[a]
+        t = c.occ_us[a]
         near = [
             p for p in range(index.n)
-            if scope[p] and p != a and abs(int(index.occ_us[p]) - int(t)) <= gap
-            and index.companion[p] == index.companion[a]
-            and index.explicit[p] == index.explicit[a]
-            and (index.session[a] < 0 or index.session[p] < 0
-                 or index.session[p] == index.session[a])
+            if scope[p] and p != a and abs(int(c.occ_us[p]) - int(t)) <= gap
+            and c.companion[p] == c.companion[a]
+            and c.explicit[p] == c.explicit[a]
+            and (c.session[a] < 0 or c.session[p] < 0 or c.session[p] == c.session[a])
         ]
-        before = sorted((p for p in near if index.occ_us[p] < t), key=lambda p: -index.occ_us[p])
-        after = sorted((p for p in near if index.occ_us[p] > t), key=lambda p: index.occ_us[p])
+        before = sorted((p for p in near if c.occ_us[p] < t), key=lambda p: -c.occ_us[p])
+        after = sorted((p for p in near if c.occ_us[p] > t), key=lambda p: c.occ_us[p])
         for side in (before, after):
             out |= {(a, p, step) for step, p in enumerate(side[: limits.neighbours], start=1)}
     return out
