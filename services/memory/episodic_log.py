@@ -88,7 +88,7 @@ class EpisodicLog:
         text: str,
         occurred_at: datetime | None = None,
     ) -> None:
-        """Log one turn as an episodic memory; returns at once (embeds and writes later)."""
+        """Validate now; embed in a background task, then enqueue the write."""
         if speaker not in SPEAKERS:
             raise InvalidInput(
                 f"speaker must be one of {', '.join(SPEAKERS)}",
@@ -129,11 +129,8 @@ class EpisodicLog:
         companion_id: uuid.UUID | None,
         episodes: Sequence[Episode],
     ) -> int:
-        """Store many turns at once (benchmarks, imports); returns how many were new.
-
-        Creates a bare user row when the user does not exist yet. Duplicates (same speaker and
-        normalized text) are skipped, so importing twice stores nothing twice.
-        """
+        """Embed in batches and insert one chunk per round trip; see
+        `MemoryService.import_episodes`."""
         prepared: list[tuple[Episode, str, str]] = []
         seen: set[tuple[str, str]] = set()
         for episode in episodes:

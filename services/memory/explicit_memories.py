@@ -76,13 +76,8 @@ class ExplicitMemories:
         source: dict[str, Any] | None = None,
         occurred_at: datetime | None = None,
     ) -> Memory:
-        """Save `key` = `value`; an existing different value of the key is superseded.
-
-        Saving the value that is already current changes nothing and returns the current row.
-        Relative dates in the value are rewritten as absolute ones in the user's timezone,
-        relative to `occurred_at` (when it was said; default now). A value said before the
-        current one was (a late consolidation) goes into the history without replacing it.
-        """
+        """Validate, date (in the user's timezone), embed, then save; see
+        `MemoryService.remember` for what a save means."""
         category = clean_category(category)
         key = normalize_key(clean_text(key, field="key", max_chars=MAX_MEMORY_KEY_CHARS))
         value = clean_text(value, field="value", max_chars=MAX_MEMORY_VALUE_CHARS)

@@ -35,7 +35,7 @@ class Forgetting:
         memory_id: uuid.UUID | None = None,
         key: str | None = None,
     ) -> int:
-        """Delete one memory by id, or every version of a key (any category); returns the count.
+        """See `MemoryService.forget`.
 
         Raises:
             InvalidInput: not exactly one of `memory_id` and `key` was given.
@@ -64,13 +64,7 @@ class Forgetting:
         return count
 
     async def forget_all(self, user_id: uuid.UUID, companion_id: uuid.UUID | None = None) -> int:
-        """Delete every memory of the user, explicit and episodic, history included; returns
-        the count.
-
-        Args:
-            companion_id: only this companion's memories (the shared ones and the other
-                companions' stay); None: all of the user's memories, shared ones included.
-        """
+        """See `MemoryService.forget_all`."""
         if companion_id is None:
             status = await self._pool.execute(
                 "delete from public.memories where user_id = $1", user_id

@@ -173,11 +173,19 @@ class MemoryService:
         """Delete one memory by id, or every version of a key (any category); returns the count.
 
         Only rows of this user and exactly this scope are touched, whatever id is passed.
+
+        Raises:
+            InvalidInput: not exactly one of `memory_id` and `key` was given.
         """
         return await self._forgetting.forget(user_id, companion_id, memory_id=memory_id, key=key)
 
     async def forget_all(self, user_id: uuid.UUID, companion_id: uuid.UUID | None = None) -> int:
-        """Delete the user's memories: one companion's (not the shared ones), or with None all."""
+        """Delete the user's memories, explicit and episodic, history included; returns the count.
+
+        Args:
+            companion_id: only this companion's memories (the shared ones and the other
+                companions' stay); None: all of the user's memories, shared ones included.
+        """
         return await self._forgetting.forget_all(user_id, companion_id)
 
     async def export(self, user_id: uuid.UUID) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def nudge_candidates(
     found = [
         _Candidate(
             f"follow_up:{f.id}",
-            f"Ask how {f.topic} went" + (f" ({f.detail})." if f.detail else "."),
+            f"Follow up on {f.label}.",
             "a follow-up is due",
             f.id,
         )

@@ -34,8 +34,8 @@ def snapshot(emotion: str = "content", **needs: float) -> PersonalitySnapshot:
     return PersonalitySnapshot(MoodState(mood, mood, emotion, NOW), Needs(**needs), ())
 
 
-def follow_up(topic: str = "the interview") -> FollowUp:
-    return FollowUp(uuid.uuid4(), topic, "", NOW)
+def follow_up(topic: str = "the interview", detail: str = "") -> FollowUp:
+    return FollowUp(uuid.uuid4(), topic, detail, NOW)
 
 
 # --- score ----------------------------------------------------------------------------------
@@ -148,10 +148,10 @@ def test_a_deferral_postpones_the_next_look_until_activity_resets_it() -> None:
 
 
 def test_a_due_follow_up_comes_before_anything_else() -> None:
-    item = follow_up("the interview on Friday")
+    item = follow_up("the interview on Friday", "ask how it went")
     first = nudge_candidates(snapshot(social=0.1), [item])[0]
     assert first.follow_up_id == item.id
-    assert "the interview on Friday" in first.action
+    assert "the interview on Friday (ask how it went)" in first.action
 
 
 def test_pressing_needs_and_a_low_mood_shape_the_candidates() -> None:
