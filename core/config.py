@@ -78,7 +78,26 @@ class Settings(BaseSettings):
         ge=0,
         description="asyncpg prepared-statement cache; unset: 0 behind a pooler (port 6543).",
     )
-    db_command_timeout_s: float = Field(default=10.0, gt=0)
+    db_command_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest one statement may run; then the caller gets 'try again in a "
+        "moment' (or the write is retried and kept), instead of a voice that stops answering.",
+    )
+    db_acquire_timeout_s: float = Field(
+        default=2.0, gt=0, description="Longest wait for a pooled connection."
+    )
+    db_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Longest opening one database connection may take."
+    )
+    job_shutdown_budget_s: float = Field(
+        default=7.0,
+        gt=0,
+        le=60,
+        description="Time the job's own shutdown (summaries, the write drain) may take. LiveKit "
+        "kills a job process 10 s (shutdown_process_timeout) after asking it to stop and "
+        "closes the session first; what is not written by then is spooled to disk.",
+    )
 
     # --- OpenAI or any OpenAI-compatible server ------------------------------------------
     openai_api_key: SecretStr | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,6 +13,7 @@ from typing import Any, cast
 import asyncpg
 
 from core.config import Settings
+from core.deadline import Deadline, within
 from core.errors import StorageUnavailable
 from core.latency import LatencyWindow
 from infrastructure.db_errors import TRANSIENT_DB_ERRORS
@@ -18,6 +21,11 @@ from infrastructure.postgres_dsn import CONNECT_ERRORS, PostgresDsn, could_not_c
 from infrastructure.vector_codec import register_vector_codec
 
 logger = logging.getLogger(__name__)
+
+_RELEASE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, asyncpg.InterfaceError)
+
+# What the person is told (through the model) when the database cannot answer right now.
+TRY_AGAIN = "the memory store is not answering right now; try again in a moment"
 
 
 def rows_affected(status: str) -> int:
@@ -28,20 +36,39 @@ def rows_affected(status: str) -> int:
         return 0
 
 
+def unavailable(exc: BaseException) -> StorageUnavailable:
+    """The error for a database that failed or did not answer in time (keep `exc` as cause)."""
+    if isinstance(exc, TimeoutError):
+        message = "the database did not answer in time"
+    else:
+        message = f"database unavailable ({type(exc).__name__})"
+    return StorageUnavailable(message, suggestion=TRY_AGAIN)
+
+
 class ConnectionPool:
-    """The shared asyncpg pool; connection failures surface as `StorageUnavailable`.
+    """The shared asyncpg pool; connection failures and timeouts surface as
+    `StorageUnavailable`, and no wait on the database is unbounded.
 
     Build it with `await ConnectionPool.create(settings, dsn=...)` on a migrated database.
     """
 
     def __init__(
-        self, *, pool: asyncpg.Pool[asyncpg.Record], statement_cache_size: int, backend: str
+        self,
+        *,
+        pool: asyncpg.Pool[asyncpg.Record],
+        statement_cache_size: int,
+        backend: str,
+        acquire_timeout_s: float = 2.0,
+        close_timeout_s: float = 5.0,
     ) -> None:
         self._pool = pool
+        self._acquire_timeout_s = acquire_timeout_s
+        self._close_timeout_s = close_timeout_s
         self.statement_cache_size = statement_cache_size
         self._backend = backend
         self._acquire_ms = LatencyWindow()
         self._errors = 0
+        self._dropped = 0
         self._acquisitions = 0
 
     @classmethod
@@ -51,7 +78,7 @@ class ConnectionPool:
         """Open the pool (DB_POOL_MIN_SIZE connections at once) with the vector codec.
 
         Args:
-            settings: pool sizes, statement cache size, command timeout.
+            settings: pool sizes, statement cache size, connect, acquire and command timeouts.
             dsn: the database's connection string (never logged).
             embedded: whether `dsn` is the embedded server's, for `stats()`.
         """
@@ -75,27 +102,66 @@ class ConnectionPool:
             pool=pool,
             statement_cache_size=target.statement_cache_size,
             backend="embedded" if embedded else "external",
+            acquire_timeout_s=settings.db_acquire_timeout_s,
+            close_timeout_s=settings.db_command_timeout_s,
         )
 
     @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
-        """A pooled connection; connection failures surface as `StorageUnavailable`."""
+    async def acquire(
+        self, *, deadline: Deadline | None = None
+    ) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
+        """A pooled connection; connection failures and timeouts surface as
+        `StorageUnavailable` (retryable, "try again in a moment").
+
+        Waiting for a connection takes at most DB_ACQUIRE_TIMEOUT_S, each statement at most
+        DB_COMMAND_TIMEOUT_S; with `deadline`, the whole use of the connection ends by it too.
+        A connection whose use was cut short (timeout, cancellation, a broken link) is dropped,
+        not released: releasing would wait for the server once more, and a hung server never
+        answers.
+        """
         started = time.perf_counter()
+        wait = self._acquire_timeout_s if deadline is None else deadline.bound(
+            self._acquire_timeout_s
+        )
         try:
-            conn = await self._pool.acquire()
+            conn = await self._pool.acquire(timeout=wait)
         except TRANSIENT_DB_ERRORS as exc:
             self._errors += 1
-            raise StorageUnavailable(f"database unavailable ({type(exc).__name__})") from None
+            raise unavailable(exc) from None
         self._acquisitions += 1
         self._acquire_ms.add((time.perf_counter() - started) * 1000)
+        clean = False
         try:
-            # The pool's proxy forwards every Connection method; callers type against those.
-            yield cast("asyncpg.Connection[asyncpg.Record]", conn)
+            async with within(deadline):
+                # The pool's proxy forwards every Connection method; callers type against those.
+                yield cast("asyncpg.Connection[asyncpg.Record]", conn)
+            clean = True
         except TRANSIENT_DB_ERRORS as exc:
             self._errors += 1
-            raise StorageUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+            raise unavailable(exc) from exc
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            # The server answered (a constraint, a syntax error) or the caller's own error.
+            clean = True
+            raise
         finally:
-            await self._pool.release(conn)
+            await self._give_back(conn, clean=clean)
+
+    async def _give_back(self, conn: Any, *, clean: bool) -> None:
+        if not clean:
+            self._dropped += 1
+            # Already detached when the pool itself was terminated meanwhile.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()
+        try:
+            # Bounded: releasing resets the session on the server, one more round trip.
+            await self._pool.release(conn, timeout=self._acquire_timeout_s)
+        except _RELEASE_ERRORS as exc:
+            # asyncpg has terminated the connection; the pool opens a fresh one when needed.
+            self._dropped += 1
+            logger.warning("a database connection was dropped on release (%s)",
+                           type(exc).__name__)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         async with self.acquire() as conn:
@@ -124,8 +190,18 @@ class ConnectionPool:
             "statement_cache_size": self.statement_cache_size,
             "acquisitions": self._acquisitions,
             "errors": self._errors,
+            "dropped": self._dropped,
             "acquire_ms": self._acquire_ms.summary(),
         }
 
-    async def aclose(self) -> None:
-        await self._pool.close()
+    async def aclose(self, deadline: Deadline | None = None) -> None:
+        """Close every connection; by `deadline` (DB_COMMAND_TIMEOUT_S without one), else drop
+        them: a graceful close waits for a server that may never answer."""
+        bound = self._close_timeout_s if deadline is None else deadline.bound(
+            self._close_timeout_s
+        )
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout=bound)
+        except TimeoutError:
+            logger.warning("database pool did not close in %.1f s; connections dropped", bound)
+            self._pool.terminate()

@@ -53,11 +53,13 @@ class PostgresDsn:
         url: what asyncpg connects to (our `pgbouncer=` hint removed); never logged.
         statement_cache_size: 0 behind a transaction pooler, else DB_STATEMENT_CACHE_SIZE or 100.
         command_timeout_s: DB_COMMAND_TIMEOUT_S, the longest one statement may run.
+        connect_timeout_s: DB_CONNECT_TIMEOUT_S, the longest opening a connection may take.
     """
 
     url: str = field(repr=False)
     statement_cache_size: int
     command_timeout_s: float
+    connect_timeout_s: float
 
     @classmethod
     def parse(cls, dsn: str, settings: Settings) -> PostgresDsn:
@@ -65,18 +67,23 @@ class PostgresDsn:
             url=_strip_pooler_flag(dsn),
             statement_cache_size=statement_cache_size_for(dsn, settings.db_statement_cache_size),
             command_timeout_s=settings.db_command_timeout_s,
+            connect_timeout_s=settings.db_connect_timeout_s,
         )
 
     def connect_kwargs(self) -> dict[str, Any]:
         return {
             "statement_cache_size": self.statement_cache_size,
             "command_timeout": self.command_timeout_s,
+            "timeout": self.connect_timeout_s,
         }
 
     async def connect(self) -> asyncpg.Connection:
-        """One connection outside the pool (the migration runner's)."""
+        """One connection outside the pool (the migration runner's), whose statements are not
+        cut short: building an index on a large table may take minutes."""
         try:
-            return await asyncpg.connect(self.url, **self.connect_kwargs())
+            return await asyncpg.connect(
+                self.url, **{**self.connect_kwargs(), "command_timeout": None}
+            )
         except CONNECT_ERRORS as exc:
             raise could_not_connect(exc) from None
 

@@ -52,6 +52,30 @@ def db_dsn(postgres: PostgresProcess, migrated_template: str) -> Iterator[str]:
     postgres.psql(f"drop database if exists {name} with (force)")
 
 
+class PostgresFreezer:
+    """Freezes the test server (SIGSTOP on all its processes) and thaws it (SIGCONT)."""
+
+    def __init__(self, server: PostgresProcess) -> None:
+        self.server = server
+
+    def freeze(self) -> None:
+        self.server.freeze()
+
+    def thaw(self) -> None:
+        self.server.thaw()
+
+
+@pytest.fixture
+def postgres_freezer(postgres: PostgresProcess, db_dsn: str) -> Iterator[PostgresFreezer]:
+    """Freeze and thaw the server at will; it is always thawed when the test ends (before
+    the test database is dropped)."""
+    freezer = PostgresFreezer(postgres)
+    try:
+        yield freezer
+    finally:
+        freezer.thaw()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisProcess]:
     server = RedisProcess()

@@ -5,8 +5,10 @@ Both can be stopped and started again on the same port, so tests can kill them m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -74,6 +76,36 @@ class PostgresProcess:
 
     def stop(self, mode: str = "fast") -> None:
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-w", "-m", mode, "stop"])
+
+    def cluster_pids(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer, ...)."""
+        postmaster = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def freeze(self) -> None:
+        """SIGSTOP the whole cluster: connections stay open and nothing answers, as with a
+        saturated server or a dead network path (not a refused connection). Always `thaw`."""
+        postmaster, *_ = self.cluster_pids()
+        # The postmaster first, so that it starts no process that would miss the signal.
+        os.kill(postmaster, signal.SIGSTOP)
+        for pid in self.cluster_pids()[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT every process of the cluster (harmless when it is not frozen)."""
+        for pid in self.cluster_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
