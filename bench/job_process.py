@@ -22,23 +22,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from common import PROJECT_ROOT, _cpu_model, _git_commit, write_section
 
+# main just before the ONNX embedder: prewarm loads sentence-transformers on torch.
+BEFORE_REF = "1a82b56"
 TOPICS = ["my sister's wedding", "the dentist", "my dog Miso", "our trip to Lisbon",
           "the new job", "grandma's recipe", "my back pain", "the book club"]
 
@@ -136,54 +138,76 @@ def child(variant: str, count: int) -> dict[str, Any]:
     }
 
 
-def forked_job(spawned_at: float, conn: Connection) -> None:
-    """A job process forked from the forkserver: what it still has to do before it is ready."""
-    entered = time.monotonic()
-    import agent
-
-    imported = time.monotonic()
-    proc = job_process()
-    agent.server.setup_fnc(proc)
-    ready = time.monotonic()
-    asyncio.run(embed_latencies(proc.userdata["embedder"], queries(20, "forked")))
-    conn.send({
-        "start_to_entry_s": entered - spawned_at,
-        "import_s": imported - entered,
-        "setup_s": ready - imported,
-        "start_to_ready_s": ready - spawned_at,
-        "torch_loaded": "torch" in sys.modules,
-    })
-    conn.recv()  # stay alive until the parent has read every job's memory
+WORKER_ENV = {
+    "OPENAI_API_KEY": "sk-bench",
+    # A closed port: the worker starts its process pool, then retries connecting.
+    "LIVEKIT_URL": "ws://127.0.0.1:9",
+    "LIVEKIT_API_KEY": "bench",
+    "LIVEKIT_API_SECRET": "bench-secret-" + "x" * 32,
+    "EMBEDDING_PROVIDER": "local",
+}
 
 
-def forkserver_child(jobs: int) -> dict[str, Any]:
-    """Like the worker: import agent, preload LiveKit's list in a forkserver, start `jobs`."""
-    import agent
-    from livekit.agents import Plugin
+def children(pid: int) -> list[int]:
+    # Any of the worker's threads may have started a child (LiveKit starts them from a pool).
+    return [int(x) for path in Path(f"/proc/{pid}/task").glob("*/children")
+            for x in path.read_text().split()]
 
-    preload = list(dict.fromkeys(
-        [p.package for p in Plugin.registered_plugins] + agent.PRELOADED_MODULES
-    )) + ["livekit.agents.ipc._preload", "livekit.agents.ipc._preload_freeze"]
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(preload)
-    warm = time.monotonic()
-    ctx.Process(target=time.sleep, args=(0,)).start()  # starts the forkserver and its preload
-    forkserver_start_s = time.monotonic() - warm
-    pipes, procs = [], []
-    for _ in range(jobs):
-        ours, theirs = ctx.Pipe()
-        process = ctx.Process(target=forked_job, args=(time.monotonic(), theirs))
-        process.start()
-        pipes.append(ours)
-        procs.append(process)
-    reports = [pipe.recv() for pipe in pipes]
-    for report, process in zip(reports, procs, strict=True):
-        report.update(memory_mb(process.pid))
-    for pipe in pipes:
-        pipe.send("exit")
-    for process in procs:
-        process.join(30)
-    return {"forkserver_start_s": forkserver_start_s, "jobs": reports, "preload": preload}
+
+def livekit_worker(source: Path, timeout_s: float) -> dict[str, Any]:
+    """`agent.py start` in `source`: LiveKit's real worker starts its idle job processes
+    (forkserver on Linux, its own preload list) and runs the setup function in each under
+    initialize_process_timeout; its "process initialized" log gives each one's time."""
+    worker = subprocess.Popen(
+        [sys.executable, "agent.py", "start", "--log-level", "info"], cwd=source,
+        env={**os.environ, **WORKER_ENV, "PYTHONPATH": str(source)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    watchdog = threading.Timer(timeout_s, worker.kill)
+    watchdog.start()
+    started, done, failed, connecting = set(), {}, [], False
+    assert worker.stdout is not None
+    for line in worker.stdout:
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        message = record.get("message", "")
+        if message == "initializing process":
+            started.add(record["pid"])
+        elif message == "process initialized":
+            done[record["pid"]] = record["elapsed_time"]
+        elif "initializ" in message and ("error" in message or "fail" in message):
+            failed.append(str(record.get("exc_info") or record.get("error") or message)[-300:])
+        elif message.startswith("failed to connect to livekit"):
+            connecting = True  # the pool was started before the first connection attempt
+        if connecting and started and len(done) + len(failed) >= len(started):
+            break
+    memory = {pid: memory_mb(pid) for pid in done if Path(f"/proc/{pid}").exists()}
+    forkserver = [memory_mb(pid) for pid in children(worker.pid)
+                  if "forkserver" in Path(f"/proc/{pid}/cmdline").read_text()]
+    watchdog.cancel()
+    worker.terminate()
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+    return {
+        "processes": len(started),
+        "initialize_s": list(done.values()),
+        "failed": failed,
+        "pss_mb": [m["pss_mb"] for m in memory.values()],
+        "rss_mb": [m["rss_mb"] for m in memory.values()],
+        "forkserver_pss_mb": forkserver[0]["pss_mb"] if forkserver else None,
+    }
+
+
+def checkout(ref: str, into: Path) -> Path:
+    """The project's files at `ref` (git archive), to run the worker as it was."""
+    archive = subprocess.run(["git", "archive", ref], cwd=PROJECT_ROOT, capture_output=True,
+                             check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 def run_child(args: list[str]) -> dict[str, Any]:
@@ -233,6 +257,15 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    before_dir = Path(tempfile.mkdtemp(prefix="job-process-before-"))
+    try:
+        checkout(args.before_ref, before_dir)
+        return run_in(args, {"before": before_dir, "now": PROJECT_ROOT})
+    finally:
+        shutil.rmtree(before_dir, ignore_errors=True)
+
+
+def run_in(args: argparse.Namespace, sources: dict[str, Path]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "command": "python bench/job_process.py " + " ".join(sys.argv[1:]),
         "machine": {
@@ -240,6 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": _git_commit(), "load_average_at_start": os.getloadavg()[0],
         },
+        "before_ref": args.before_ref,
         "loads": {},
     }
     for load in args.loads:
@@ -255,17 +289,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     print(f"load {load} run {i + 1}/{args.runs} {variant}: setup "
                           f"{samples[variant][-1]['setup_s']:.2f} s", file=sys.stderr)
-            forked = [run_child(["--child-forkserver", str(args.jobs)])
-                      for _ in range(args.forkserver_runs)]
+            workers: dict[str, list[dict[str, Any]]] = {"before": [], "now": []}
+            for i in range(args.worker_runs):
+                order = ("before", "now") if i % 2 == 0 else ("now", "before")
+                for variant in order:
+                    workers[variant].append(livekit_worker(sources[variant], args.worker_timeout))
+                    print(f"load {load} worker {i + 1}/{args.worker_runs} {variant}: "
+                          f"{workers[variant][-1]}", file=sys.stderr)
         finally:
             burners.stop()
         report["loads"][str(load)] = {
             "before": summarize(samples["before"]),
             "now": summarize(samples["now"]),
-            "forkserver": forked,
+            "worker": workers,
         }
     report["machine"]["load_average_at_end"] = os.getloadavg()[0]
     return report
+
+
+def spread(values: Sequence[float], fmt: str) -> str:
+    return f"{statistics.median(values):{fmt}} / {max(values):{fmt}}" if values else "-"
+
+
+def middle(values: Sequence[float]) -> str:
+    return f"{statistics.median(values):.0f}" if values else "-"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -304,28 +351,33 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Under LiveKit's forkserver (Linux): the worker's preload list (plugins, "
-        "`agent.PRELOADED_MODULES`, LiveKit's own warm-up) is imported once in the forkserver; "
-        "job processes are forked from it and run only the setup function. PSS read while all "
-        "jobs of a run are alive (shared pages split among them).",
+        f"The real worker: `python agent.py start` (LIVEKIT_URL a closed port, so it starts "
+        f"its idle job processes, then retries connecting), from this commit (now) and from "
+        f"{report['before_ref']} (before). On Linux LiveKit forks each job process from a "
+        "forkserver that imported its preload list once (now also `agent.PRELOADED_MODULES`); "
+        "the setup function runs in each job process under initialize_process_timeout (10 s); "
+        "the time is LiveKit's own \"process initialized\" figure. PSS read once every idle "
+        "process has initialized, shared pages split among the processes.",
         "",
-        "| load | jobs at once | forkserver start s | job start to ready s (median / max) | "
-        "import agent s (max) | setup s (median / max) | PSS MB per job (median / max) | "
-        "RSS MB per job (median) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| load | setup | workers | job processes initialized / started | initialize s "
+        "(median / max) | failed (timeout) | PSS MB per job (median / max) | RSS MB per job "
+        "(median) | forkserver PSS MB |",
+        "|---:|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for load, by_variant in report["loads"].items():
-        for forked in by_variant["forkserver"]:
-            jobs = forked["jobs"]
-            ready = [j["start_to_ready_s"] for j in jobs]
-            setup = [j["setup_s"] for j in jobs]
-            pss = [j["pss_mb"] for j in jobs]
+        for variant in ("before", "now"):
+            runs = by_variant["worker"][variant]
+            init = [x for r in runs for x in r["initialize_s"]]
+            pss = [x for r in runs for x in r["pss_mb"]]
+            rss = [x for r in runs for x in r["rss_mb"]]
+            failed = [x for r in runs for x in r["failed"]]
+            timeouts = sum("TimeoutError" in x for x in failed)
+            forkservers = [r["forkserver_pss_mb"] for r in runs if r["forkserver_pss_mb"]]
             lines.append(
-                f"| {load} | {len(jobs)} | {forked['forkserver_start_s']:.2f} | "
-                f"{statistics.median(ready):.2f} / {max(ready):.2f} | "
-                f"{max(j['import_s'] for j in jobs):.3f} | {statistics.median(setup):.2f} / "
-                f"{max(setup):.2f} | {statistics.median(pss):.0f} / {max(pss):.0f} | "
-                f"{statistics.median(j['rss_mb'] for j in jobs):.0f} |"
+                f"| {load} | {variant} | {len(runs)} | {len(init)} / "
+                f"{sum(r['processes'] for r in runs)} | {spread(init, '.2f')} | "
+                f"{len(failed)} ({timeouts}) | "
+                f"{spread(pss, '.0f')} | {middle(rss)} | {middle(forkservers)} |"
             )
     return "\n".join(lines)
 
@@ -335,18 +387,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="fresh processes per setup and load")
     parser.add_argument("--queries", type=int, default=200, help="queries per process")
     parser.add_argument("--loads", type=lambda v: [int(x) for x in v.split(",")], default=[0, 3])
-    parser.add_argument("--jobs", type=int, default=4, help="job processes per forkserver run")
-    parser.add_argument("--forkserver-runs", type=int, default=2)
+    parser.add_argument("--worker-runs", type=int, default=2,
+                        help="real `agent.py start` workers per setup and load")
+    parser.add_argument("--before-ref", default=BEFORE_REF,
+                        help="commit whose worker is 'before' (sentence-transformers prewarm)")
+    parser.add_argument("--worker-timeout", type=float, default=120.0)
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     parser.add_argument("--child", choices=["before", "now"], help=argparse.SUPPRESS)
-    parser.add_argument("--child-forkserver", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.queries)))
-        return
-    if args.child_forkserver:
-        print(json.dumps(forkserver_child(args.child_forkserver)))
         return
     report = run(args)
     text = markdown(report)
