@@ -20,7 +20,8 @@ from livekit_layer.companion_session import CompanionSession
 from livekit_layer.session_open import open_session
 from services.composition import Services, build_services
 from services.people.onboarding_service import OnboardingData
-from tests.support.openai_server import OpenAIStubServer, echo_last_user_message
+from tests.support.openai_server import OpenAIStubServer
+from tests.support.openai_text import echo_last_user_message
 
 SUMMARY_MARK = "notes a caring friend keeps"
 PROFILE_MARK = "You keep a short profile"

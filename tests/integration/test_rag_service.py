@@ -23,6 +23,8 @@ from tests.support.openai_server import OpenAIStubServer
 pytestmark = pytest.mark.integration
 
 EMBEDDINGS = "/v1/embeddings"
+# Longer than any test: a held request is answered only when the stub closes.
+HELD_S = 3_600.0
 
 
 _SERVICES: list[RAGService] = []
@@ -79,19 +81,22 @@ async def test_a_turn_becomes_one_block_with_profile_memories_and_follow_ups(
     assert rag.stats()["with_memories"] == 1
 
 
-async def test_slow_embeddings_leave_the_turn_without_memory_and_count_the_timeout(
-    stack: MemoryStack, make_settings
+async def test_a_hung_embedding_server_leaves_the_turn_without_memory_and_counts_the_timeout(
+    stack: MemoryStack,
 ) -> None:
     user, companion = await seed(stack)
-    rag = rag_for(stack, make_settings(rag_budget_ms=50))
-    stack.server.delay_s[EMBEDDINGS] = 3.0
+    rag = rag_for(stack)
+    # The server takes the request and never answers it (released when the stub closes): the
+    # turn's budget runs out whatever its length.
+    stack.server.hang_next(1, seconds=HELD_S, path_prefix=EMBEDDINGS)
     block = await rag.context_for_turn(
         user_id=user, companion_id=companion, text="How is Maya doing?", profile_line="Sam"
     )
     assert block is None
     assert rag.stats()["timeouts"] == 1 and rag.stats()["errors"] == 0
-    # The next turn, with the server quick again, gets its memories.
-    stack.server.delay_s.clear()
+    # Still held: the turn did not wait for it.
+    assert [r.status for r in stack.server.requests_to(EMBEDDINGS)].count(None) == 1
+    # The next turn, with the server answering again, gets its memories.
     block = await rag.context_for_turn(
         user_id=user, companion_id=companion, text="Tell me about the conservatory"
     )

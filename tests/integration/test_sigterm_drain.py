@@ -2,10 +2,11 @@
 
 A child process (tests/support/heavy_writer.py) builds the real services over the test
 database and logs turns as fast as it can. It gets SIGTERM mid-stream and runs the agent's
-shutdown path (`companion.close(wait=True)`, then `Services.aclose()`) under LiveKit's job
-shutdown deadline, past which it dies without cleanup, as LiveKit's kill would leave it. Then
-the rows are counted: every message and every episodic memory it logged is in Postgres, either
-written by the drain or spooled by it and replayed by the next batcher to start.
+shutdown path (`livekit_layer.job.end_job`). Then the rows are counted: every message and every
+episodic memory it logged is in Postgres, either written by the drain or spooled by it and
+replayed by the next batcher to start. Where the shutdown cannot finish (a hung LLM), the
+child is killed as LiveKit kills a job past its deadline, at a moment the test chooses.
+How long a drain takes against LiveKit's 10 s budget is measured in bench/shutdown_drain.py.
 """
 
 from __future__ import annotations
@@ -30,44 +31,58 @@ from tests.support.servers import PostgresProcess
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-GIVE_UP_S = 120.0
-OUTAGE_BEFORE_SIGNAL_S = 2.0
+# Only bounds a test that would otherwise hang; nothing is timed.
+GIVE_UP_S = 600.0
 
 
 class Child:
     """The heavy writer, read line by line."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
         self.proc = proc
+        self.log = log
         self.events: list[dict[str, Any]] = []
 
-    async def next_event(self) -> dict[str, Any]:
+    async def wait_for(self, name: str) -> dict[str, Any]:
+        """The next event called `name`; the events before it are kept in `events`."""
         assert self.proc.stdout is not None
         while True:
             line = await asyncio.wait_for(self.proc.stdout.readline(), GIVE_UP_S)
             if not line:
-                stderr = await self.proc.stderr.read() if self.proc.stderr else b""
-                raise AssertionError(f"the writer exited early: {stderr.decode()[-2000:]}")
+                raise AssertionError(
+                    f"the writer exited before {name!r} after {self.events}: "
+                    f"{self.log.read_text(errors='replace')[-2000:]}"
+                )
             if line.startswith(b"{"):
                 event = json.loads(line)
                 self.events.append(event)
-                return event
+                if event["event"] == name:
+                    return event
 
     async def finish(self) -> tuple[int, dict[str, Any]]:
-        event = await self.next_event()
+        done = await self.wait_for("done")
         code = await asyncio.wait_for(self.proc.wait(), GIVE_UP_S)
-        return code, event
+        return code, done
+
+    async def kill(self) -> int:
+        """What LiveKit does to a job process still running past its shutdown deadline."""
+        self.proc.kill()
+        return await self.proc.wait()
 
 
 async def start_writer(dsn: str, spool: Path, user_id: uuid.UUID, **options: Any) -> Child:
     args = [sys.executable, "-m", "tests.support.heavy_writer", "--dsn", dsn,
             "--spool", str(spool), "--user-id", str(user_id)]
     for name, value in options.items():
-        args += [f"--{name.replace('_', '-')}", str(value)]
-    proc = await asyncio.create_subprocess_exec(
-        *args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    return Child(proc)
+        flag = f"--{name.replace('_', '-')}"
+        args += [flag] if value is True else [flag, str(value)]
+    # Its log goes to a file: a pipe nobody reads until the end could fill and stall it.
+    log = spool.parent / "writer.log"
+    with log.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            *args, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr
+        )
+    return Child(proc, log)
 
 
 async def logged_rows(pool: ConnectionPool, user_id: uuid.UUID) -> tuple[int, int]:
@@ -95,16 +110,14 @@ async def test_sigterm_during_heavy_writing_drains_every_write_to_postgres(
 ) -> None:
     user_id = uuid.uuid4()
     child = await start_writer(db_dsn, tmp_path / "spool", user_id, signal_after=3_000)
-    assert (await child.next_event())["event"] == "open"
-    writing = await child.next_event()
-    assert writing["event"] == "writing", child.events
+    await child.wait_for("writing")
     child.proc.send_signal(signal.SIGTERM)
     code, done = await child.finish()
 
-    assert code == 0 and done["event"] == "done", child.events
-    # It was cut off mid-stream, with writes still queued or being embedded.
-    assert done["messages"] >= 3_000
-    assert done["queued_at_signal"] + done["pending_embeddings"] > 0, done
+    assert code == 0
+    # It was cut off mid-stream, with writes still queued and being embedded.
+    assert done["messages"] > 3_000
+    assert done["queued_at_signal"] > 0 and done["pending_embeddings"] > 0, done
     batcher = done["batcher"]
     assert batcher["lost"] == 0 and batcher["rejected"] == 0 and batcher["queue_depth"] == 0
     assert batcher["spooled"] == 0 and Spool(tmp_path / "spool").pending_files() == []
@@ -117,30 +130,27 @@ async def test_sigterm_during_heavy_writing_drains_every_write_to_postgres(
     assert ended["turn_count"] == done["messages"] and ended["summary"]
 
 
-async def test_sigterm_with_postgres_down_spools_within_the_deadline_and_the_next_start_replays(
+async def test_sigterm_with_postgres_down_spools_and_the_next_start_replays(
     db_dsn: str, tmp_path: Path, postgres: PostgresProcess, make_settings
 ) -> None:
     user_id = uuid.uuid4()
     spool_dir = tmp_path / "spool"
     child = await start_writer(db_dsn, spool_dir, user_id, signal_after=3_000)
     try:
-        assert (await child.next_event())["event"] == "open"
-        assert (await child.next_event())["event"] == "writing", child.events
+        await child.wait_for("writing")
         await asyncio.to_thread(postgres.stop)
         try:
-            # The writer goes on for a while with the database gone: its queue grows.
-            await asyncio.sleep(OUTAGE_BEFORE_SIGNAL_S)
+            # The writer goes on with the database gone until a flush has failed.
+            await child.wait_for("flush_failed")
             child.proc.send_signal(signal.SIGTERM)
             code, done = await child.finish()
         finally:
             await asyncio.to_thread(postgres.start)
     finally:
         if child.proc.returncode is None:
-            child.proc.kill()
-            await child.proc.wait()
+            await child.kill()
 
-    # Inside LiveKit's 10 s shutdown deadline (else the writer exits with 3 and loses them).
-    assert code == 0 and done["event"] == "done", child.events
+    assert code == 0
     batcher = done["batcher"]
     assert batcher["lost"] == 0 and batcher["spooled"] > 0, batcher
     assert Spool(spool_dir).pending_files()
@@ -157,19 +167,26 @@ async def test_sigterm_with_postgres_down_spools_within_the_deadline_and_the_nex
     assert Spool(spool_dir).pending_files() == []
 
 
-async def test_a_hung_llm_at_shutdown_costs_the_summary_but_no_logged_turn(
+async def test_a_job_killed_while_its_summary_hangs_loses_the_summary_but_no_logged_turn(
     pool: ConnectionPool, db_dsn: str, tmp_path: Path
 ) -> None:
     user_id = uuid.uuid4()
-    # The summary call hangs past the deadline: the shutdown may be cut short by the kill.
+    # Every chat call (the summary at close) is held: the shutdown can never finish.
     child = await start_writer(db_dsn, tmp_path / "spool", user_id, signal_after=1_000,
-                               llm_hang_s=60)
-    assert (await child.next_event())["event"] == "open"
-    assert (await child.next_event())["event"] == "writing", child.events
-    child.proc.send_signal(signal.SIGTERM)
-    _, last = await child.finish()
+                               hold_llm=True)
+    try:
+        opened = await child.wait_for("open")
+        await child.wait_for("writing")
+        child.proc.send_signal(signal.SIGTERM)
+        # The flush loop keeps writing while the summary waits: everything logged lands.
+        held = await child.wait_for("held")
+    finally:
+        code = await child.kill()
 
-    assert last["event"] in ("done", "killed"), child.events
-    # The flush loop kept writing while the summary waited.
-    assert await logged_rows(pool, user_id) == (last["messages"], last["messages"])
+    assert code == -signal.SIGKILL
+    assert await logged_rows(pool, user_id) == (held["messages"], held["messages"])
+    summary = await pool.fetchval(
+        "select summary from public.sessions where id = $1", uuid.UUID(opened["session_id"])
+    )
+    assert summary is None
     assert Spool(tmp_path / "spool").pending_files() == []

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import re
 import time
@@ -35,6 +34,7 @@ import numpy as np
 from aiohttp import web
 
 from tests.support.openai_audio import SpeechEndpoint, TranscriptionEndpoint, read_form
+from tests.support.openai_text import count_tokens, echo_last_user_message, hashed_bag_of_words
 
 ChatStep = Any  # str | dict | Callable[[dict], ChatStep]
 EmbedFn = Callable[[str, int], Sequence[float]]
@@ -54,7 +54,6 @@ _ERROR_KINDS = {
     502: ("server_error", "bad_gateway"),
     503: ("server_error", "service_unavailable"),
 }
-_WORD = re.compile(r"[a-z0-9']+")
 
 
 @dataclass
@@ -93,44 +92,6 @@ class _ChatReply:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
-def hashed_bag_of_words(text: str, dimensions: int) -> list[float]:
-    """Deterministic unit vector: each lower-cased word adds +-1 at a hashed index.
-
-    Texts sharing words get a positive cosine similarity; unrelated texts are near orthogonal.
-    """
-    vec = np.zeros(dimensions, dtype=np.float64)
-    tokens = _WORD.findall(text.lower()) or [text]
-    for token in tokens:
-        digest = hashlib.sha256(token.encode("utf-8")).digest()
-        index = int.from_bytes(digest[:8], "little") % dimensions
-        vec[index] += 1.0 if digest[8] & 1 else -1.0
-    norm = float(np.linalg.norm(vec))
-    if norm == 0.0:  # every token cancelled out at one index; any fixed unit vector will do
-        vec[0], norm = 1.0, 1.0
-    return (vec / norm).tolist()
-
-
-def _last_user_text(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
-def echo_last_user_message(body: dict[str, Any]) -> str:
-    """Default chat responder: the text of the last user message, unchanged."""
-    return _last_user_text(body)
-
-
-def _count_tokens(text: str) -> int:
-    return max(1, len(text.split()))
-
-
 class OpenAIStubServer:
     """OpenAI-compatible HTTP server on 127.0.0.1 (a free port) with scripted answers.
 
@@ -165,6 +126,7 @@ class OpenAIStubServer:
         self.api_key = api_key
         self.models = list(models)
         self.requests: list[RecordedRequest] = []
+        self._arrivals = asyncio.Condition()
         self._faults: list[_Fault] = []
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
@@ -240,6 +202,12 @@ class OpenAIStubServer:
     def requests_to(self, path_prefix: str) -> list[RecordedRequest]:
         return [r for r in self.requests if _matches(r.path, path_prefix)]
 
+    async def received(self, path_prefix: str, count: int = 1) -> list[RecordedRequest]:
+        """Wait until `count` matching requests have arrived (answered or still held)."""
+        async with self._arrivals:
+            await self._arrivals.wait_for(lambda: len(self.requests_to(path_prefix)) >= count)
+        return self.requests_to(path_prefix)
+
     def reset(self) -> None:
         self.requests.clear()
         self._faults.clear()
@@ -261,6 +229,8 @@ class OpenAIStubServer:
             except json.JSONDecodeError:
                 record.json = None
         self.requests.append(record)
+        async with self._arrivals:
+            self._arrivals.notify_all()
         request[_RECORD] = record
         response = await self._answer(request, handler, record)
         record.status = response.status
@@ -349,9 +319,9 @@ class OpenAIStubServer:
         reply = self._reply_for(body)
         model = body.get("model", "stub-model")
         prompt_tokens = sum(
-            _count_tokens(json.dumps(m.get("content") or "")) for m in body.get("messages") or []
+            count_tokens(json.dumps(m.get("content") or "")) for m in body.get("messages") or []
         )
-        completion_tokens = _count_tokens(reply.text or "") + 8 * len(reply.tool_calls)
+        completion_tokens = count_tokens(reply.text or "") + 8 * len(reply.tool_calls)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -439,7 +409,7 @@ class OpenAIStubServer:
                 base64.b64encode(vector.tobytes()).decode("ascii") if as_base64 else vector.tolist()
             )
             data.append({"object": "embedding", "index": index, "embedding": payload})
-        tokens = sum(_count_tokens(t) for t in texts)
+        tokens = sum(count_tokens(t) for t in texts)
         return web.json_response(
             {
                 "object": "list",
