@@ -4,13 +4,11 @@ import asyncio
 import json
 import logging
 import shutil
-import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone, UTC
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,8 @@ USER_INSERT = (
 )
 # Long enough that only size, flush() and aclose() trigger writes unless a test wants the timer.
 NO_TIMER_MS = 3_600_000
+# Bounds a test that would otherwise hang; nothing is timed.
+GIVE_UP_S = 120.0
 
 
 def probe_row(n: int) -> tuple[Any, ...]:
@@ -93,39 +93,6 @@ def postgres_down(postgres: PostgresProcess) -> Iterator[None]:
         yield
     finally:
         postgres.start()
-
-
-@contextmanager
-def outage_in_background(
-    postgres: PostgresProcess, *, after_s: float, down_for_s: float
-) -> Iterator[threading.Event]:
-    """Stop and restart the server from a thread; the event is set once it is back."""
-    back = threading.Event()
-    restarted = threading.Event()
-
-    def run() -> None:
-        try:
-            time.sleep(after_s)
-            postgres.stop()
-            try:
-                time.sleep(down_for_s)
-            finally:
-                postgres.start()
-                restarted.set()
-        finally:
-            back.set()
-
-    thread = threading.Thread(target=run, name="postgres-outage")
-    thread.start()
-    try:
-        yield back
-    finally:
-        thread.join()
-        if not restarted.is_set():
-            try:
-                postgres.start()
-            except subprocess.CalledProcessError:
-                pass  # the stop itself failed, so the server never went down
 
 
 async def test_a_thousand_writes_land_in_a_handful_of_round_trips(
@@ -178,13 +145,29 @@ async def test_writes_survive_postgres_stopping_and_starting_mid_flush(
     )
     await batcher.start()
     enqueued = 0
-    with outage_in_background(postgres, after_s=0.3, down_for_s=1.0) as back:
-        # Keep writing through the whole outage, as a live session would.
-        while not back.is_set():
-            for _ in range(10):
-                batcher.enqueue("probe", probe_row(enqueued))
-                enqueued += 1
+
+    def write_some() -> None:
+        nonlocal enqueued
+        for _ in range(10):
+            batcher.enqueue("probe", probe_row(enqueued))
+            enqueued += 1
+
+    # Keep writing through the whole outage, as a live session would: while the server stops,
+    # while it is down until a flush has failed, and while it starts again.
+    give_up = time.monotonic() + GIVE_UP_S  # bounds a failing test; nothing is timed
+    stopping = asyncio.ensure_future(asyncio.to_thread(postgres.stop))
+    try:
+        while not stopping.done() or batcher.stats()["retries"] == 0:
+            assert time.monotonic() < give_up, "no flush failed while Postgres was down"
+            write_some()
             await asyncio.sleep(0.01)
+        await stopping
+    finally:
+        starting = asyncio.ensure_future(asyncio.to_thread(postgres.start))
+        while not starting.done():
+            write_some()
+            await asyncio.sleep(0.01)
+        await starting
     for _ in range(100):
         batcher.enqueue("probe", probe_row(enqueued))
         enqueued += 1

@@ -115,7 +115,11 @@ async def run(args: argparse.Namespace) -> int:
             if messages >= args.signal_after and "writing" not in reported:
                 reported.add("writing")
                 emit("writing", messages=messages, batcher=services.batcher.stats())
-            if services.batcher.stats()["retries"] > 0 and "flush_failed" not in reported:
+            batcher = services.batcher.stats()
+            # A failed flush is retried, or spooled at once while the batcher knows the
+            # database is away.
+            failed = batcher["retries"] + batcher["failures"] > 0
+            if failed and "flush_failed" not in reported:
                 reported.add("flush_failed")
                 emit("flush_failed", messages=messages, batcher=services.batcher.stats())
             if await pending_embeddings() > MAX_PENDING_EMBEDDINGS:

@@ -215,7 +215,7 @@ def test_text_without_feeling_words_appraises_as_the_origin() -> None:
 @given(st.text(max_size=300))
 def test_appraisal_of_any_text_is_bounded(text: str) -> None:
     point = moodlib.appraise(text)
-    assert all(-1.0 < v < 1.0 or v in (-1.0, 1.0) for v in point.as_tuple())
+    assert all(-1.0 <= v <= 1.0 for v in point.as_tuple())
 
 
 # --- needs and quirks -----------------------------------------------------------------------
