@@ -94,20 +94,21 @@ class CompanionAgent(Agent):
     async def on_user_turn_completed(
         self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
     ) -> None:
-        # Spoken turns only: a flagged one is refused before it enters the chat context.
-        verdict = self._c.screen(new_message)
-        if verdict.flagged:
-            self.session.say(self._c.refusal(verdict))
+        # Spoken turns only: a refused or too long one is answered before it enters the context.
+        instead = self._c.instead_of_reply(new_message)
+        if instead is not None:
+            self.session.say(instead)
             raise StopResponse()
 
     async def llm_node(
         self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
     ) -> AsyncIterable[llm.ChatChunk | str]:
         # Here rather than on_user_turn_completed: this runs for typed and spoken turns alike.
-        chat_ctx, refused = self._c.screen_context(chat_ctx)
-        if refused is not None:
-            # A typed injection (or a spoken one generated preemptively): never sent on.
-            yield self._c.refusal(refused)
+        chat_ctx, instead = self._c.screen_context(chat_ctx)
+        if instead is not None:
+            # A typed turn refused or too long (or a spoken one generated preemptively): never
+            # sent on, and answered with what the person needs to know.
+            yield instead
             return
         addressed = self._c.addressed_turn(chat_ctx)
         if addressed is not None and await self._hand_off(*addressed):

@@ -94,6 +94,28 @@ def clean_text(raw: object, *, field: str, max_chars: int, truncate: bool = Fals
     return text
 
 
+def check_utterance(text: str) -> str:
+    """A user turn as it is stored, or `InvalidInput` when it is over `MAX_UTTERANCE_CHARS`.
+
+    Typed and spoken turns share this limit. A longer turn is never cut to fit: the person is
+    told and asked to split it. The length is checked before anything else looks at the text.
+    """
+    if len(text) > MAX_UTTERANCE_CHARS:
+        raise _too_long(len(text))
+    try:
+        return clean_text(text, field="turn", max_chars=MAX_UTTERANCE_CHARS)
+    except InvalidInput:
+        # Normalization lengthened it past the limit (a few characters decompose under NFC).
+        raise _too_long(len(text)) from None
+
+
+def _too_long(length: int) -> InvalidInput:
+    return InvalidInput(
+        f"the message is {length} characters long; the limit is {MAX_UTTERANCE_CHARS}",
+        suggestion="split it into shorter messages",
+    )
+
+
 def clean_category(raw: object) -> str:
     """Categories are upper-case identifiers (FACT, PREFERENCE, ...); any such name is allowed."""
     text = clean_text(raw, field="category", max_chars=MAX_CATEGORY_CHARS).upper().replace(" ", "_")

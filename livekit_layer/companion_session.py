@@ -20,11 +20,12 @@ from livekit.agents import AgentSession, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, ErrorEvent
 
 from core.latency import LatencyWindow
-from core.prompts import prompt
-from core.validators import WriteGuard
+from core.prompts import prompt, render
+from core.validators import MAX_UTTERANCE_CHARS, WriteGuard
 from livekit_layer.chat_context import (
     has_memory_message,
     latest_user_message,
+    memory_note,
     pending_user_message,
     recent_texts,
     turn_key,
@@ -46,11 +47,11 @@ logger = logging.getLogger(__name__)
 
 RECENT_TURNS = 6
 MAX_PREFETCHES = 4
-MAX_HEARD_CHARS = 4_000
 MAX_UNLOGGED = 8
 # Turns addressed to another companion, waiting for the session to commit them.
 MAX_PENDING_COMMITS = 8
 APOLOGY_PROMPT = "llm_unavailable"
+TOO_LONG_PROMPT = "turn_too_long"
 # Metrics only a spoken user turn, or the reply to one, carries.
 _SPOKEN_METRICS = {"user": "stopped_speaking_at", "assistant": "e2e_latency"}
 
@@ -224,7 +225,7 @@ class CompanionSession:
             modality = "voice" if spoken else "text"
             if item.role == "user":
                 self._heard = ""  # the turn is committed; the next transcript starts a new one
-                if self.screen(item).flagged:
+                if self._screening.too_long(item.id, text or "") or self.screen(item).flagged:
                     return
                 if text and self.addressed(text) is not None:
                     # Another companion's turn: logged in its conversation on the hand-over.
@@ -288,6 +289,7 @@ class CompanionSession:
             "turn_ms": self.turn_ms.summary(),
             "prefetch_hits": self.prefetch_hits,
             "refused_messages": self._screening.refused_count,
+            "too_long_messages": self._screening.too_long_count,
             "incidents": self.incidents,
             "nudges": self.watcher.stats() if self.watcher is not None else None,
         }
@@ -320,30 +322,49 @@ class CompanionSession:
 
     def refusal(self, verdict: InjectionVerdict) -> str:
         """The polite refusal for a flagged message; it is not logged as conversation."""
-        text = self.services.security.refusal(verdict)
-        self._unlogged.append(text)
-        return text
+        return self._unscripted(self.services.security.refusal(verdict))
 
-    def screen_context(
-        self, chat_ctx: llm.ChatContext
-    ) -> tuple[llm.ChatContext, InjectionVerdict | None]:
-        """`chat_ctx` without refused user messages, and the verdict when its unanswered user
-        message is flagged (then the caller refuses instead of calling the LLM).
+    def instead_of_reply(self, message: llm.ChatMessage) -> str | None:
+        """What to say instead of answering `message`, or None to answer it.
 
-        A typed message enters the history before the reply is generated, so a refused one
+        A turn over the size limit is set aside before anything looks at it (never screened,
+        stored, looked up or sent to the LLM) and the person is asked to split it: nothing of
+        it is kept cut to fit. An injection is refused and filed once.
+        """
+        text = message.text_content or ""
+        if self._screening.too_long(message.id, text):
+            self._heard = ""
+            return self._unscripted(render(
+                TOO_LONG_PROMPT, length=f"{len(text):,}", limit=f"{MAX_UTTERANCE_CHARS:,}"
+            ))
+        verdict = self.screen(message)
+        return self.refusal(verdict) if verdict.flagged else None
+
+    def screen_context(self, chat_ctx: llm.ChatContext) -> tuple[llm.ChatContext, str | None]:
+        """`chat_ctx` without the user messages set aside (refused or too long), and what to
+        say instead of calling the LLM when its unanswered user message is one of them.
+
+        A typed message enters the history before the reply is generated, so a set-aside one
         stays there; it is taken out of every later LLM call here.
         """
         pending = pending_user_message(chat_ctx)
         if pending is not None:
-            verdict = self.screen(pending)
-            if verdict.flagged:
-                return chat_ctx, verdict
-        return self._screening.without_refused(chat_ctx), None
+            instead = self.instead_of_reply(pending)
+            if instead is not None:
+                return chat_ctx, instead
+        return self._screening.without_withheld(chat_ctx), None
+
+    def _unscripted(self, text: str) -> str:
+        # Said in place of a reply: the session logs it as an assistant message, which is not
+        # conversation.
+        self._unlogged.append(text)
+        return text
 
     # --- per turn -----------------------------------------------------------------------------
 
     async def with_turn_context(self, chat_ctx: llm.ChatContext) -> llm.ChatContext:
-        """`chat_ctx` plus one memory message after the latest user message.
+        """`chat_ctx` plus one memory note (a user-role message) right before the latest user
+        message.
 
         Idempotent: llm_node runs again after a tool call with the same user message, and gets
         the same block without a second retrieval; a context that has the block already is
@@ -377,7 +398,12 @@ class CompanionSession:
         if not final or not transcript.strip():
             return
         # A spoken turn is its final transcripts joined with spaces.
-        self._heard = f"{self._heard} {transcript.strip()}".strip()[-MAX_HEARD_CHARS:]
+        heard = f"{self._heard} {transcript.strip()}".strip()
+        # Past the size limit the turn will be set aside: nothing of it is looked up, and no
+        # more of it is kept than shows it is too long.
+        self._heard = heard[: MAX_UTTERANCE_CHARS + 1]
+        if len(heard) > MAX_UTTERANCE_CHARS:
+            return
         key = turn_key(self._heard)
         if (key in self._prefetched or self.inspect(self._heard).flagged
                 or self.addressed(self._heard) is not None):
@@ -390,7 +416,8 @@ class CompanionSession:
         self._prefetched[key] = asyncio.ensure_future(self._rag_block(self._heard, recent))
 
     async def context_for_turn(self, text: str, recent_turns: Sequence[str]) -> str | None:
-        """Memories, profile and mood for one user turn, as one compact block (or None)."""
+        """Memories, profile and mood for one user turn, as one compact note (or None): what
+        is remembered is quoted, never instructions (`chat_context.memory_note`)."""
         started = time.perf_counter()
         prefetched = self._prefetched.pop(turn_key(text), None)
         if prefetched is not None:
@@ -401,8 +428,7 @@ class CompanionSession:
         )
         self._forget_prefetches()
         self.turn_ms.add((time.perf_counter() - started) * 1000)
-        parts = [p for p in (rag_block, mood_line) if p]
-        return "\n".join(parts) if parts else None
+        return memory_note(rag_block, mood_line)
 
     async def _rag_block(self, text: str, recent_turns: Sequence[str]) -> str | None:
         return await self.services.rag.context_for_turn(

@@ -11,7 +11,7 @@ from typing import Literal
 
 from livekit.agents import llm
 
-from core.prompts import render
+from core.prompts import quote_memory, render
 from services.memory.profile_service import profile_line
 from services.people.companion_service import Companion
 from services.people.conversation_service import Turn
@@ -64,7 +64,9 @@ def companion_instructions(companion: Companion, profile: UserProfile, onboardin
         persona=persona,
         language=language_name(companion.language),
         reply_length=REPLY_LENGTHS[companion.response_length],
-        profile_line=profile_line(profile) or "Nothing yet: this may be your first talk.",
+        profile_line=quote_memory(
+            profile_line(profile) or "Nothing yet: this may be your first talk."
+        ),
         onboarding=onboarding,
     )
 

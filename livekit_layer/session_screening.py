@@ -1,8 +1,10 @@
-"""One session's prompt-injection screening: cached verdicts, refused messages, incidents.
+"""One session's screening of user turns: the size limit, cached injection verdicts, refused
+messages and their incidents.
 
-A flagged user message is refused, filed as an incident once, and from then on is neither
-logged nor sent to the LLM. `CompanionSession` owns one `SessionScreening` and decides what a
-refusal means for the rest of the turn.
+A turn over the size limit is set aside before anything else looks at it: never screened,
+stored or sent to the LLM; the person is asked to split it. A flagged turn is refused, filed
+as an incident once, and from then on is neither logged nor sent to the LLM.
+`CompanionSession` owns one `SessionScreening` and decides what that means for the turn.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 
 from livekit.agents import llm
 
+from core.errors import InvalidInput
+from core.validators import check_utterance
 from livekit_layer.chat_context import turn_key
 from services.safety.security_service import InjectionVerdict, SecurityService
 
@@ -34,11 +38,15 @@ class SessionScreening:
     user_id: uuid.UUID
     companion_id: uuid.UUID
     incidents: int = 0
+    # Keyed by the screen's own canonical form of the text, so two texts share a verdict only
+    # when the screen cannot tell them apart (a line break is a difference; a zero-width space
+    # or upper case is not).
     _verdicts: OrderedDict[str, InjectionVerdict] = field(
         default_factory=OrderedDict, init=False
     )
-    # Ids of refused user messages: never logged, never sent to the LLM.
+    # Ids of user messages never logged nor sent to the LLM: refused ones and too long ones.
     _refused: set[str] = field(default_factory=set, init=False)
+    _too_long: set[str] = field(default_factory=set, init=False)
     _last_incident: str | None = field(default=None, init=False)
 
     @property
@@ -46,10 +54,27 @@ class SessionScreening:
         """How many user messages this session refused."""
         return len(self._refused)
 
+    @property
+    def too_long_count(self) -> int:
+        """How many user messages this session set aside for being over the size limit."""
+        return len(self._too_long)
+
+    def too_long(self, message_id: str, text: str) -> InvalidInput | None:
+        """Why `text` is over the turn size limit (and the message is set aside), or None.
+
+        Checked first, in constant time for an oversized text: nothing heavy runs on it.
+        """
+        try:
+            check_utterance(text)
+        except InvalidInput as exc:
+            self._too_long.add(message_id)
+            return exc
+        return None
+
     def inspect(self, text: str) -> InjectionVerdict:
-        """The injection verdict for a user's text; cached per text for this session, since a
-        spoken turn is looked at on its transcript, its end and its reply."""
-        key = turn_key(text)
+        """The injection verdict for a user's text; cached for this session, since a spoken
+        turn is looked at on its transcript, its end and its reply."""
+        key = self.security.screening_key(text)
         verdict = self._verdicts.get(key)
         if verdict is None:
             verdict = self.security.inspect(
@@ -82,9 +107,10 @@ class SessionScreening:
         """The conversation went on: the same text again is a new incident."""
         self._last_incident = None
 
-    def without_refused(self, chat_ctx: llm.ChatContext) -> llm.ChatContext:
-        """`chat_ctx` without the user messages this session refused."""
-        if not self._refused or not any(i.id in self._refused for i in chat_ctx.items):
+    def without_withheld(self, chat_ctx: llm.ChatContext) -> llm.ChatContext:
+        """`chat_ctx` without the user messages this session refused or set aside."""
+        withheld = self._refused | self._too_long
+        if not withheld or not any(i.id in withheld for i in chat_ctx.items):
             return chat_ctx
-        return llm.ChatContext([i for i in chat_ctx.items if i.id not in self._refused])
+        return llm.ChatContext([i for i in chat_ctx.items if i.id not in withheld])
 

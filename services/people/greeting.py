@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.prompts import render
+from core.prompts import quote_memory, render
 from services.people.follow_up_service import FollowUp
 
 
@@ -146,12 +146,13 @@ def greeting_instructions(
         return render("greeting_new", companion=companion_name, name_line=(
             f"Their name is {name}." if name else "You do not know their name yet: ask for it."
         ))
+    # Notes distilled from what they said: quoted background, never instructions.
     summary = (
-        f"Last time you talked about: {context.last_summary}" if context.last_summary else
-        "You do not have notes from last time."
+        f"Last time you talked about:\n{quote_memory(context.last_summary)}"
+        if context.last_summary else "You do not have notes from last time."
     )
     follow_ups = (
-        f"Things to ask about (pick the most natural one): {_labels(context)}"
+        f"Things to ask about (pick the most natural one):\n{quote_memory(_labels(context))}"
         if context.follow_ups else "There is nothing specific to follow up on."
     )
     return render(
@@ -180,13 +181,13 @@ def _answer_instructions(
         gap = _time_since_last_talk(context, started_at)
         history = f"It has been {gap} since you two last talked."
         if context.last_summary:
-            history += f" Last time you talked about: {context.last_summary}"
+            history += f" Last time you talked about:\n{quote_memory(context.last_summary)}"
     return render(
         "companion_switch",
         companion=companion_name,
         name_line=f"Their name is {name}." if name else "",
         history_line=history,
-        follow_up_line=f"Later, if it fits naturally, ask about: {_labels(context)}"
+        follow_up_line=f"Later, if it fits naturally, ask about:\n{quote_memory(_labels(context))}"
         if context.follow_ups else "",
     )
 

@@ -398,9 +398,10 @@ def _language_free() -> list[Pattern]:
     directives = re.compile(_union("directives"))
     return [
         # Chat-markup and delimiters: nobody types these to a voice companion by accident.
+        # (In the raw view a backtick is an apostrophe, so a code fence is three of them.)
         _p("override.chat_markup", OVERRIDE, 0.75,
            r"<\|\s*[a-z_]{2,20}\s*\|>|\[/?\s*(?:inst|sys|system|assistant)\s*\]|<</?\s*sys\s*>>|"
-           r"```\s*(?:system|developer|assistant)\b|[\"']role[\"']\s*:\s*[\"'](?:system|"
+           r"'''\s*(?:system|developer|assistant)\b|[\"']role[\"']\s*:\s*[\"'](?:system|"
            r"developer|assistant|tool)[\"']|</?\s*(?:memory|memories|system|instructions?|"
            r"context|background|notes?)(?:[\s\-_][^<>\n]{0,40})?\s*>", view="raw"),
         _p("override.end_of_input", OVERRIDE, 0.6,

@@ -73,9 +73,10 @@ class Views:
     """The forms of one text that patterns are matched against.
 
     Attributes:
-        raw: casefolded, NFKC, invisible characters removed, control characters as spaces;
-            punctuation and line breaks kept (role markers, `user_id=` arguments). The
-            detector's verdict depends on nothing else, so it is also the verdict's cache key.
+        raw: NFKC, casefolded, look-alikes and diacritics undone (`plain`), invisible
+            characters removed, control characters as spaces; punctuation and line breaks
+            kept (role markers, `user_id=` arguments). The detector's verdict depends on
+            nothing else, so it is also the verdict's cache key.
         words: `raw` with look-alikes, diacritics, leetspeak and spaced-out letters undone,
             punctuation turned into spaces and sentence ends into " . "; each UUID is
             `UUID_TOKEN` plus a letter ("uuidrefa" is `uuids[0]`).
@@ -104,7 +105,7 @@ def as_text(raw: object) -> str:
 
 def canonical(raw: object) -> str:
     """The `raw` view alone: what two texts must share to get the same verdict."""
-    text = unicodedata.normalize("NFKC", as_text(raw)).casefold()
+    text = plain(unicodedata.normalize("NFKC", as_text(raw)))
     return _CONTROL.sub(" ", _INVISIBLE.sub("", text))
 
 
@@ -153,7 +154,7 @@ def normalize(raw: object, vocabulary: frozenset[str] = frozenset()) -> Views:
         index = min(uuids.index(found), _MAX_UUID_TOKENS - 1)
         return f" {UUID_TOKEN}{chr(ord('a') + index)} "
 
-    plain_text = plain(_UUID.sub(uuid_token, text))
+    plain_text = _UUID.sub(uuid_token, text)
     tricked = False
 
     def undot(match: re.Match[str]) -> str:

@@ -125,6 +125,11 @@ class SecurityService:
         )
         return self._count(verdict)
 
+    def screening_key(self, text: object) -> str:
+        """What the verdict on `text` depends on: texts with the same key get the same verdict
+        (for the same ids), so verdicts may be cached under it and under nothing looser."""
+        return self._detector.key(text)
+
     def inspect_tool_args(
         self,
         args: Mapping[str, Any],

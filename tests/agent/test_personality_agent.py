@@ -173,8 +173,8 @@ async def test_a_follow_up_from_session_one_is_raised_in_the_greeting_after_its_
     late = ScriptedLLM(["Welcome back! How did the job interview go?"])
     third = await start_conversation(services, late, user_id=user_id)
     greeting = all_text(late.calls[0])
-    assert "Things to ask about (pick the most natural one): the job interview (ask how it " \
-        "went)" in greeting
+    assert "Things to ask about (pick the most natural one):\n<memory>\nthe job interview (ask " \
+        "how it went)\n</memory>" in greeting
     await services.batcher.flush()
     assert await services.pool.fetchval(
         "select status from follow_ups where user_id = $1", user_id

@@ -14,6 +14,7 @@ import pytest
 from livekit.plugins import openai as lk_openai
 
 from core.config import Settings
+from core.prompts import MEMORY_CLOSE, MEMORY_OPEN
 from services.composition import Services, build_services
 from tests.agent.conftest import (
     SUMMARY_MARK,
@@ -42,6 +43,13 @@ async def fresh_sessions(agent_settings: Settings) -> AsyncIterator[Services]:
 
 def real_llm(stub) -> lk_openai.LLM:
     return lk_openai.LLM(model="stub-model", base_url=stub.base_url, api_key="test-key")
+
+
+def message_text(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
 
 
 def summarize(body):
@@ -98,9 +106,15 @@ async def test_the_second_session_greets_with_session_one_and_knows_its_facts(
     assert status == "raised"  # brought up in this greeting, so not raised again
 
     await second.type("What is my dog called?")
-    turn_request = request_text(chat_requests(stub)[-1])
-    assert "dog name: Rex" in turn_request
-    assert "What is my dog called?" in turn_request
+    messages = chat_requests(stub)[-1]["messages"]
+    # Remembered facts come back as quoted background in a user-role note, never with the
+    # authority of a system message; the question itself is the last thing the model reads.
+    carrying = [m for m in messages if "dog name: Rex" in message_text(m)]
+    assert [m["role"] for m in carrying] == ["user"]
+    note = message_text(carrying[0])
+    assert note.index(MEMORY_OPEN) < note.index("dog name: Rex") < note.index(MEMORY_CLOSE)
+    assert messages[-1]["role"] == "user"
+    assert message_text(messages[-1]) == "What is my dog called?"
     await end_conversation(second)
 
     # --- another user: none of it --------------------------------------------------------------

@@ -22,6 +22,7 @@ from livekit.plugins import silero
 
 from agent import CompanionAgent
 from core.config import Settings
+from core.prompts import MEMORY_CLOSE, MEMORY_OPEN
 from livekit_layer.session_models import build_session
 from livekit_layer.session_open import open_session
 from services.composition import Services, build_services
@@ -184,10 +185,12 @@ async def test_a_fact_said_by_voice_is_known_when_asked_by_voice_in_the_next_ses
     assert reply == ANSWER
     assert_played(played, stub, ANSWER)
     asked = chat_requests(stub)[-1]["messages"]
-    [turn] = [i for i, m in enumerate(asked) if m["role"] == "user"]
-    assert asked[turn]["content"] == ASK  # the transcript of the spoken question
-    context = "\n".join(m["content"] for m in asked[turn + 1 :] if m["role"] == "system")
-    assert "dog name: Rex" in context
+    assert asked[-1] == {"role": "user", "content": ASK}  # the transcript of the question
+    # What is remembered comes right before it, quoted in a user-role note, never as system.
+    note = asked[-2]
+    assert note["role"] == "user"
+    assert "dog name: Rex" in note["content"].split(MEMORY_OPEN, 1)[1].split(MEMORY_CLOSE, 1)[0]
+    assert not any("Rex" in m["content"] for m in asked if m["role"] == "system")
     # The server heard each utterance once, as the VAD cut it from the microphone's audio.
     assert [(h.text, h.sample_rate, h.channels) for h in stub.transcriptions.heard] == [
         (TELL, tell.sample_rate, 1), (ASK, ask.sample_rate, 1),
