@@ -333,7 +333,8 @@ def absolutize(
     """Rewrite every relative date in `text` as an absolute one.
 
     Left as written: absolute dates, stretches up to now that name no date ("recently", "the
-    past week") and a month without a year ("in May"), whose direction is unknown.
+    past week") and a month named without a year ("in May", "since last March"), which people
+    say of the past as often as of plans.
 
     Args:
         text: what the user said, e.g. "dentist next Friday".
