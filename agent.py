@@ -15,7 +15,6 @@ from typing import Any
 
 from livekit.agents import (
     Agent,
-    AgentServer,
     AgentSession,
     JobContext,
     JobProcess,
@@ -30,7 +29,7 @@ from livekit.agents import (
 from livekit.plugins import silero
 
 from core.config import EmbeddingProvider, load_settings
-from core.errors import InvalidIdentity
+from core.errors import CompanionError, InvalidIdentity
 from infrastructure.local_embedder import LocalEmbedder
 from livekit_layer.companion_session import CompanionSession, SessionUser
 from livekit_layer.job import end_job, log_fields_for
@@ -38,6 +37,7 @@ from livekit_layer.session_models import build_session, companion_stt, companion
 from livekit_layer.session_open import open_session, open_successor
 from livekit_layer.session_voices import SessionVoices
 from livekit_layer.tool_calls import tool_call
+from livekit_layer.worker_server import CompanionServer
 from livekit_layer.worker_start import prepare_cli
 from services.composition import build_services
 from services.memory.profile_service import profile_line
@@ -265,7 +265,7 @@ class CompanionAgent(Agent):
 # README does; elsewhere each job process imports the modules itself, only slower.
 PRELOADED_MODULES = ["agent", "onnxruntime", "tokenizers"]
 
-server = AgentServer(setup_fnc=prewarm, preload_modules=PRELOADED_MODULES)
+server = CompanionServer(setup_fnc=prewarm, preload_modules=PRELOADED_MODULES)
 
 
 @server.rtc_session()
@@ -282,7 +282,13 @@ async def entrypoint(ctx: JobContext) -> None:
         ctx.shutdown(reason=f"invalid identity: {err}")
         return
     ctx.log_context_fields = {**ctx.log_context_fields, "user_id": str(user_id)}
-    services = await build_services(settings, local_embedder=ctx.proc.userdata.get("embedder"))
+    try:
+        services = await build_services(settings, local_embedder=ctx.proc.userdata.get("embedder"))
+    except CompanionError as err:
+        # The database is unreachable or its schema behind: say what to do and leave the room.
+        logger.error("the job cannot start: %s", err)
+        ctx.shutdown(reason=f"cannot start: {err.message}")
+        return
     companion: CompanionSession | None = None
     session: AgentSession[SessionUser] | None = None
     voices: SessionVoices | None = None
@@ -305,7 +311,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 def main() -> None:
-    prepare_cli(sys.argv)
+    prepare_cli(sys.argv, server)
     cli.run_app(server)
 
 

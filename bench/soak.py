@@ -55,6 +55,7 @@ from livekit.agents import llm  # noqa: E402
 from bench.common import machine_info, percentiles, write_section  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.memory_records import Episode  # noqa: E402
+from infrastructure import migrations  # noqa: E402
 from infrastructure.connection_pool import ConnectionPool  # noqa: E402
 from infrastructure.database_batcher import DatabaseBatcher  # noqa: E402
 from infrastructure.spool import Spool  # noqa: E402
@@ -467,6 +468,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             session_resume_grace_s=0,
             db_pool_max_size=20,
         )
+        await migrations.migrate(dsn, settings)  # the worker's part, once
         services = await build_services(settings)
         tally = Tally()
         try:

@@ -46,6 +46,7 @@ from livekit.agents import Agent, AgentSession, llm, stt  # noqa: E402
 from agent import CompanionAgent  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.memory_records import Episode  # noqa: E402
+from infrastructure import migrations  # noqa: E402
 from infrastructure.local_embedder import LocalEmbedder  # noqa: E402
 from livekit_layer.companion_session import CompanionSession  # noqa: E402
 from livekit_layer.session_open import open_session  # noqa: E402
@@ -347,6 +348,7 @@ async def run(args: argparse.Namespace) -> tuple[list[TurnResult], dict, dict, d
     try:
         async with OpenAIStubServer() as stub:
             settings = bench_settings(dsn, redis.url, tmp)
+            await migrations.migrate(dsn, settings)  # the worker's part, once
             services = await build_services(settings, local_embedder=local)
             try:
                 users = await seed(services, args.sizes, rng)

@@ -72,6 +72,19 @@ class MigrationError(CompanionError):
     """A schema migration failed to apply."""
 
 
+class SchemaBehind(MigrationError):
+    """The database lacks migrations this code needs; a job refuses to start on it.
+
+    Migrations run once per worker (at its start) or as `python manage.py migrate`, never in a
+    job, so a job that finds them missing says so instead of migrating.
+    """
+
+    default_suggestion = (
+        "run `python manage.py migrate` (a worker started with `python agent.py start|dev|"
+        "console` also applies them), then start the session again"
+    )
+
+
 class LLMUnavailable(CompanionError):
     """The language model could not be reached or gave an unusable answer."""
 

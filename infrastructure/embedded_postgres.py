@@ -1,13 +1,17 @@
 """The embedded Postgres 16 + pgvector (PyPI `pgserver`) used when DATABASE_URL is unset.
 
 pgserver keeps a list of the processes using a data directory and an inter-process lock, so
-several LiveKit job processes can share one server; the last one to leave stops it.
+several LiveKit job processes can share one server; the last one to leave stops it. The worker
+holds a handle from its start to its end, so jobs join a running server instead of starting
+one. Within one process (console runs its job in a thread of the worker) handles are counted:
+the server stays up until the last one in the process is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +29,7 @@ class EmbeddedPostgres:
     def __init__(self, server: PostgresServer, data_dir: Path) -> None:
         self._server = server
         self.data_dir = data_dir
+        self._closed = False
 
     @classmethod
     async def start(cls, data_dir: Path) -> EmbeddedPostgres:
@@ -38,7 +43,7 @@ class EmbeddedPostgres:
                 retryable=False,
             ) from exc
         try:
-            server = await asyncio.to_thread(get_server, data_dir, cleanup_mode="stop")
+            server = await asyncio.to_thread(_enter, get_server, data_dir)
         except Exception as exc:
             raise StorageUnavailable(
                 f"the embedded Postgres in {data_dir} did not start: {exc}",
@@ -53,8 +58,24 @@ class EmbeddedPostgres:
         return self._server.get_uri()
 
     async def aclose(self) -> None:
-        # Releases this process's handle; pgserver stops the server when no process holds one.
-        await asyncio.to_thread(self._server.cleanup)
+        """Release this handle: the process leaves when its last handle is closed, and
+        pgserver stops the server when no process is left. Closing twice is a no-op."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(_exit, self._server)
+
+
+def _enter(get_server: Callable[..., PostgresServer], data_dir: Path) -> PostgresServer:
+    # pgserver returns the same object for a data directory within one process; entering it
+    # counts this handle, so one handle's close does not stop the server under another's feet.
+    server = get_server(data_dir, cleanup_mode="stop")
+    server.__enter__()  # type: ignore[no-untyped-call]
+    return server
+
+
+def _exit(server: PostgresServer) -> None:
+    server.__exit__(None, None, None)  # type: ignore[no-untyped-call]
 
 
 def _prepare(data_dir: Path) -> Path:

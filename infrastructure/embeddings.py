@@ -270,7 +270,7 @@ async def check_dimension(pool: ConnectionPool, embedder: Embedder) -> None:
     if column is None:
         raise MigrationError(
             "table public.memories has no embedding column",
-            suggestion="apply the migrations in supabase/migrations (they run at start-up)",
+            suggestion="run `python manage.py migrate` to apply supabase/migrations",
         )
     # pgvector keeps a vector(n) column's size in atttypmod; -1 means no fixed size.
     if column != -1 and column != embedder.dimensions:

@@ -1,22 +1,28 @@
-"""Applies pending SQL migrations from supabase/migrations at start-up.
+"""The SQL migrations in supabase/migrations: applied once per worker, checked by every job.
 
-Safe to run twice and from several processes at once: a transaction-scoped advisory lock
+`migrate` applies what is pending (at worker start and as `python manage.py migrate`). It is
+safe to run twice and from several processes at once: a transaction-scoped advisory lock
 serializes runners, each file is applied in its own transaction together with its record.
-A file whose content changed after it was applied stops start-up before anything runs: the
+A file whose content changed after it was applied stops it before anything runs: the
 database no longer matches the files, and skipping the change would hide that.
+
+`require_current` is the job's check: one read of the ledger, no lock, nothing written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import asyncpg
 
 from core.config import PROJECT_ROOT, Settings
-from core.errors import MigrationError
+from core.errors import MigrationError, SchemaBehind
 from infrastructure.postgres_dsn import CONNECT_ERRORS, PostgresDsn, could_not_connect
 
 logger = logging.getLogger(__name__)
@@ -54,6 +60,12 @@ $$;
 """
 
 
+class Queries(Protocol):
+    """What reads the ledger: an asyncpg connection or the project's ConnectionPool."""
+
+    async def fetch(self, query: str, *args: Any) -> Sequence[Any]: ...
+
+
 @dataclass(frozen=True)
 class Migration:
     version: str
@@ -63,6 +75,10 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.version}_{self.name}.sql"
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -96,6 +112,41 @@ def check_unchanged(migrations: list[Migration], recorded: dict[str, str]) -> No
         )
 
 
+async def pending(db: Queries, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migrations in `directory` that the database has not recorded, in order.
+
+    One query (the ledger), no lock and nothing written. A database the migrations never ran
+    on has no ledger: everything is pending.
+
+    Raises:
+        MigrationError: a recorded file changed since it was applied.
+    """
+    migrations = await asyncio.to_thread(discover, directory)
+    try:
+        rows = await db.fetch(f"select version, checksum from {_LEDGER}")
+    except asyncpg.UndefinedTableError:
+        return migrations
+    recorded = {r["version"]: r["checksum"] for r in rows}
+    check_unchanged(migrations, recorded)
+    return [m for m in migrations if m.version not in recorded]
+
+
+async def require_current(db: Queries, directory: Path = MIGRATIONS_DIR) -> None:
+    """A job's check that the schema is what this code needs, by one read of the ledger.
+
+    Raises:
+        SchemaBehind: migrations are pending; it names them and says to run
+            `python manage.py migrate`. Nothing is migrated here: that is the worker's job.
+        MigrationError: a recorded file changed since it was applied.
+    """
+    behind = await pending(db, directory)
+    if behind:
+        raise SchemaBehind(
+            f"the database schema is behind: {len(behind)} migration(s) not applied ("
+            + ", ".join(m.file_name for m in behind) + ")"
+        )
+
+
 async def migrate(dsn: str, settings: Settings) -> list[str]:
     """Apply pending migrations over one connection of their own; the versions applied."""
     conn = await PostgresDsn.parse(dsn, settings).connect()
@@ -108,6 +159,17 @@ async def migrate(dsn: str, settings: Settings) -> list[str]:
         await conn.close()
 
 
+async def pending_in(dsn: str, settings: Settings) -> list[Migration]:
+    """`pending` over one connection of its own (`manage.py migrate --check`)."""
+    conn = await PostgresDsn.parse(dsn, settings).connect()
+    try:
+        return await pending(conn)
+    except CONNECT_ERRORS as exc:
+        raise could_not_connect(exc) from None
+    finally:
+        await conn.close()
+
+
 async def apply_pending(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply every migration not yet recorded; return the versions applied by this call.
 
@@ -115,14 +177,16 @@ async def apply_pending(conn: asyncpg.Connection, directory: Path = MIGRATIONS_D
         MigrationError: a recorded file changed since it was applied (before anything runs),
             or a pending file failed (nothing of it is applied).
     """
-    migrations = discover(directory)
+    migrations = await asyncio.to_thread(discover, directory)
     applied_now: list[str] = []
     async with conn.transaction():
         await conn.execute("select pg_advisory_xact_lock($1)", _ADVISORY_LOCK_KEY)
         await conn.execute(_LEDGER_DDL)
         rows = await conn.fetch(f"select version, checksum from {_LEDGER}")
-        check_unchanged(migrations, {r["version"]: r["checksum"] for r in rows})
-    for migration in migrations:
+        done = {r["version"]: r["checksum"] for r in rows}
+        check_unchanged(migrations, done)
+    # Nothing pending (the usual start): one transaction in all, no lock per file.
+    for migration in [m for m in migrations if m.version not in done]:
         async with conn.transaction():
             # Held until this transaction ends, so a racing runner waits and then sees the record.
             await conn.execute("select pg_advisory_xact_lock($1)", _ADVISORY_LOCK_KEY)

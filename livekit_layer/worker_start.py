@@ -1,5 +1,6 @@
 """Before the LiveKit CLI runs: settings parsed and checked, with one clear message instead of
-a traceback, and the values the CLI reads from the process environment put there."""
+a traceback, the values the CLI reads from the process environment put there, and (for the
+commands that run jobs) the database opened and migrated once for the whole worker."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from core.config import load_settings
-from core.errors import ConfigError
+from core.errors import CompanionError, ConfigError
+from livekit_layer.worker_server import CompanionServer
 
 NEEDS_LLM = ("console", "dev", "start", "connect")
 NEEDS_SERVER = ("dev", "start", "connect")
@@ -24,8 +26,11 @@ MISSING_SERVER = (
 )
 
 
-def prepare_cli(argv: Sequence[str]) -> None:
+def prepare_cli(argv: Sequence[str], server: CompanionServer) -> None:
     """Check what the command in `argv` needs; exit with code 2 and a message if it is missing.
+
+    For a command that runs jobs the database is opened and migrated here, once for the
+    worker (`server.prepare`), before any job can start.
 
     The LiveKit CLI reads only the process environment, so .env values are copied there.
     LOG_LEVEL becomes the CLI's default `--log-level`: the CLI sets the root logger, so ours
@@ -47,6 +52,11 @@ def prepare_cli(argv: Sequence[str]) -> None:
             os.environ.setdefault(name, secret.get_secret_value())
     if command in NEEDS_SERVER and "--url" not in argv and not os.environ.get("LIVEKIT_URL"):
         stop(MISSING_SERVER)
+    if command in NEEDS_LLM:
+        try:
+            server.prepare(settings)
+        except CompanionError as err:
+            stop(f"the database is not ready: {err}")
 
 
 def stop(message: str) -> NoReturn:

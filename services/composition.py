@@ -16,6 +16,7 @@ from typing import Any
 from core.config import EmbeddingProvider, Settings
 from infrastructure import migrations
 from infrastructure.connection_pool import ConnectionPool
+from infrastructure.database import Database
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.embedded_postgres import EmbeddedPostgres
 from infrastructure.embeddings import Embedder, check_dimension
@@ -159,8 +160,11 @@ async def build_services(
 ) -> Services:
     """Open the database, model clients, cache, embedder and batcher; build every service.
 
-    The database is DATABASE_URL's, or the embedded Postgres when it is unset; pending
-    migrations are applied before the pool opens.
+    The database is DATABASE_URL's, or the embedded Postgres when it is unset (joined: the
+    worker started it). Nothing is migrated here: the worker applied the migrations at its
+    start (`infrastructure.database.open_migrated`); a job only checks, by one read of the
+    ledger, that none is pending, and raises `SchemaBehind` saying to run
+    `python manage.py migrate` if one is.
 
     Args:
         settings: parsed settings.
@@ -169,16 +173,15 @@ async def build_services(
     """
     opened: list[Any] = []
     try:
-        embedded: EmbeddedPostgres | None = None
-        if settings.database_url is not None:
-            dsn = settings.database_url.get_secret_value()
-        else:
-            embedded = await EmbeddedPostgres.start(settings.embedded_pg_dir)
-            opened.append(embedded)
-            dsn = embedded.dsn
-        await migrations.migrate(dsn, settings)
-        pool = await ConnectionPool.create(settings, dsn=dsn, embedded=embedded is not None)
+        database = await Database.open(settings)
+        opened.append(database)
+        embedded = database.embedded
+        pool = await ConnectionPool.create(
+            settings, dsn=database.dsn, embedded=embedded is not None
+        )
         opened.append(pool)
+        # Migrations are the worker's (at its start) or `manage.py migrate`'s, never a job's.
+        await migrations.require_current(pool)
         models = ModelClients.create(settings)
         opened.append(models)
         cache = await RedisCache.create(settings)

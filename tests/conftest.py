@@ -3,6 +3,8 @@ migrated database per test, and Settings that never read the developer's .env.""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,8 +32,6 @@ def postgres() -> Iterator[PostgresProcess]:
 
 @pytest.fixture(scope="session")
 def migrated_template(postgres: PostgresProcess) -> str:
-    import asyncio
-
     async def migrate() -> None:
         conn = await asyncpg.connect(postgres.dsn_for(TEMPLATE_DB))
         try:
@@ -74,6 +74,37 @@ def postgres_freezer(postgres: PostgresProcess, db_dsn: str) -> Iterator[Postgre
         yield freezer
     finally:
         freezer.thaw()
+
+
+@pytest.fixture
+def empty_db(postgres: PostgresProcess) -> Iterator[str]:
+    """A new database the migrations never ran on."""
+    name = f"m_{uuid.uuid4().hex[:10]}"
+    postgres.psql(f"create database {name}")
+    yield postgres.dsn_for(name)
+    postgres.psql(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture
+def behind_dsn(postgres: PostgresProcess, tmp_path: Path) -> Iterator[str]:
+    """A database migrated with every file but the newest: its schema is one migration behind."""
+    name = f"b_{uuid.uuid4().hex[:12]}"
+    postgres.psql(f"create database {name}")
+    older = tmp_path / "older-migrations"
+    older.mkdir()
+    for path in sorted(migrations.MIGRATIONS_DIR.glob("*.sql"))[:-1]:
+        shutil.copy(path, older / path.name)
+
+    async def migrate() -> None:
+        conn = await asyncpg.connect(postgres.dsn_for(name))
+        try:
+            await migrations.apply_pending(conn, older)
+        finally:
+            await conn.close()
+
+    asyncio.run(migrate())
+    yield postgres.dsn_for(name)
+    postgres.psql(f"drop database if exists {name} with (force)")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -9,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
+
+from infrastructure import migrations
 
 pytestmark = pytest.mark.agent
 
@@ -73,7 +77,7 @@ def test_supabase_keys_without_database_url_stop_the_start_naming_the_string_to_
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def worker_log_until_connect_fails(log_level: str) -> list[str]:
+def worker_log_until_connect_fails(log_level: str, database_url: str) -> list[str]:
     """`agent.py dev` against a LiveKit URL that refuses connections: the levels of the log
     lines it prints up to and including its first "failed to connect" warning."""
     with socket.socket() as refusing:
@@ -82,6 +86,7 @@ def worker_log_until_connect_fails(log_level: str) -> list[str]:
         env = clean_env(
             OPENAI_API_KEY="sk-test", LOG_LEVEL=log_level, LIVEKIT_URL=url,
             LIVEKIT_API_KEY="devkey", LIVEKIT_API_SECRET="a-secret-of-at-least-32-characters",
+            DATABASE_URL=database_url,
         )
         worker = subprocess.Popen(
             [sys.executable, "agent.py", "dev"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -110,7 +115,40 @@ def worker_log_until_connect_fails(log_level: str) -> list[str]:
      ("DEBUG", {"DEBUG", "INFO", "WARNING"}, set())],
 )
 def test_log_level_is_the_level_of_the_worker_logs(
-    log_level: str, shown: set[str], hidden: set[str]
+    log_level: str, shown: set[str], hidden: set[str], db_dsn: str
 ) -> None:
-    levels = set(worker_log_until_connect_fails(log_level))
+    levels = set(worker_log_until_connect_fails(log_level, db_dsn))
     assert shown <= levels and not levels & hidden
+
+
+async def ledger_count(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("select count(*) from companion_schema_migrations"))
+    finally:
+        await conn.close()
+
+
+def test_a_worker_migrates_a_fresh_database_once_at_its_start_before_it_takes_jobs(
+    empty_db: str,
+) -> None:
+    worker_log_until_connect_fails("INFO", empty_db)
+    assert asyncio.run(ledger_count(empty_db)) == len(migrations.discover())
+
+
+@pytest.mark.parametrize("command", ["start", "dev", "console"])
+def test_a_worker_whose_database_cannot_be_reached_stops_at_once_and_says_so(
+    command: str,
+) -> None:
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        port = refusing.getsockname()[1]
+        done = run_agent(
+            command, OPENAI_API_KEY="sk-test", LIVEKIT_URL="ws://127.0.0.1:9",
+            LIVEKIT_API_KEY="devkey", LIVEKIT_API_SECRET="a-secret-of-at-least-32-characters",
+            DATABASE_URL=f"postgresql://postgres:hunter2@127.0.0.1:{port}/companion",
+        )
+    assert done.returncode == 2
+    assert "the database is not ready: could not connect to Postgres" in done.stderr
+    assert "DATABASE_URL" in done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr

@@ -6,8 +6,10 @@ import uuid
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
-from core.errors import EmbeddingDimensionMismatch
+from core.errors import EmbeddingDimensionMismatch, SchemaBehind
+from infrastructure import migrations
 from livekit_layer.session_open import open_session
 from services.composition import build_services
 
@@ -52,3 +54,19 @@ async def test_a_failed_start_closes_what_it_had_opened(agent_settings, db_dsn) 
         await build_services(wrong)
     assert await connections_to(db_dsn) == 0
 
+
+
+async def test_a_job_on_a_schema_that_is_behind_fails_with_what_to_run_and_migrates_nothing(
+    agent_settings, behind_dsn
+) -> None:
+    behind = agent_settings.model_copy(update={"database_url": SecretStr(behind_dsn)})
+    with pytest.raises(SchemaBehind) as caught:
+        await build_services(behind)
+    assert "python manage.py migrate" in str(caught.value)
+    assert await connections_to(behind_dsn) == 0
+    conn = await asyncpg.connect(behind_dsn)
+    try:
+        recorded = await conn.fetchval("select count(*) from companion_schema_migrations")
+    finally:
+        await conn.close()
+    assert recorded == len(migrations.discover()) - 1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from infrastructure.database import open_migrated
 from services.composition import build_services
 from tests.support.openai_server import OpenAIStubServer
 
@@ -73,9 +74,11 @@ async def test_without_database_url_an_embedded_postgres_with_pgvector_serves_th
 ) -> None:
     settings = make_settings(embedded_pg_dir=data_root / "pg", **_model_settings(stub))
     assert settings.uses_embedded_postgres
+    worker, applied = await open_migrated(settings)  # what the worker does at its start
     services = await build_services(settings)
     pool = services.pool
     try:
+        assert applied
         assert pool.stats()["backend"] == "embedded"
         version = await pool.fetchval("show server_version")
         assert version.startswith("16.")
@@ -83,15 +86,39 @@ async def test_without_database_url_an_embedded_postgres_with_pgvector_serves_th
         assert await pool.fetchval("select to_regclass('public.memories')") is not None
     finally:
         await services.aclose()
+        await worker.aclose()
+
+
+async def test_the_worker_keeps_the_embedded_server_up_after_a_job_in_its_own_process_ends(
+    make_settings, data_root: Path, stub: OpenAIStubServer
+) -> None:
+    # `console` runs its job in a thread of the worker: one process, two handles.
+    settings = make_settings(embedded_pg_dir=data_root / "pg", **_model_settings(stub))
+    worker, _ = await open_migrated(settings)
+    try:
+        job = await build_services(settings)
+        started = await job.pool.fetchval("select pg_postmaster_start_time()")
+        await job.pool.execute("insert into users (id) values (gen_random_uuid())")
+        await job.aclose()
+        next_job = await build_services(settings)
+        try:
+            # The same server, never stopped in between: the job's close left the worker's.
+            assert await next_job.pool.fetchval("select pg_postmaster_start_time()") == started
+            assert await next_job.pool.fetchval("select count(*) from users") == 1
+        finally:
+            await next_job.aclose()
+    finally:
+        await worker.aclose()
+    assert not (data_root / "pg" / "postmaster.pid").exists()  # the last handle stopped it
 
 
 async def test_two_worker_processes_share_one_embedded_server_and_its_data(
     make_settings, data_root: Path, stub: OpenAIStubServer
 ) -> None:
     data_dir = data_root / "shared-pg"
-    services = await build_services(
-        make_settings(embedded_pg_dir=data_dir, **_model_settings(stub))
-    )
+    settings = make_settings(embedded_pg_dir=data_dir, **_model_settings(stub))
+    worker, _ = await open_migrated(settings)
+    services = await build_services(settings)
     pool = services.pool
     try:
         await pool.execute(
@@ -109,3 +136,4 @@ async def test_two_worker_processes_share_one_embedded_server_and_its_data(
         assert names == {"first", "second"}
     finally:
         await services.aclose()
+        await worker.aclose()

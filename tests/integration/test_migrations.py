@@ -8,10 +8,9 @@ import textwrap
 import asyncpg
 import pytest
 
-from core.errors import MigrationError
+from core.errors import MigrationError, SchemaBehind
 from infrastructure import migrations
 from infrastructure.connection_pool import ConnectionPool
-from tests.support.servers import PostgresProcess
 
 pytestmark = pytest.mark.integration
 
@@ -19,16 +18,6 @@ EXPECTED_TABLES = {
     "users", "companions", "memories", "sessions", "messages", "personality_state",
     "personality_history", "needs", "quirks", "follow_ups", "security_incidents",
 }
-
-
-@pytest.fixture
-def empty_db(postgres: PostgresProcess):
-    import uuid
-
-    name = f"m_{uuid.uuid4().hex[:10]}"
-    postgres.psql(f"create database {name}")
-    yield postgres.dsn_for(name)
-    postgres.psql(f"drop database if exists {name} with (force)")
 
 
 async def test_migrations_apply_once_and_reapply_as_a_no_op(empty_db: str) -> None:
@@ -47,6 +36,44 @@ async def test_migrations_apply_once_and_reapply_as_a_no_op(empty_db: str) -> No
     assert second == []
     assert EXPECTED_TABLES <= tables
     assert EXPECTED_TABLES <= rls
+
+
+async def test_a_database_the_migrations_never_ran_on_has_every_migration_pending(
+    empty_db: str,
+) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        assert await migrations.pending(conn) == migrations.discover()
+    finally:
+        await conn.close()
+
+
+async def test_a_schema_one_migration_behind_is_refused_naming_the_file_and_the_command(
+    behind_dsn: str, make_settings
+) -> None:
+    pool = await ConnectionPool.create(make_settings(), dsn=behind_dsn)
+    try:
+        with pytest.raises(SchemaBehind) as caught:
+            await migrations.require_current(pool)
+        # Checking migrates nothing: the file is still pending afterwards.
+        assert [m.file_name for m in await migrations.pending(pool)] == [
+            migrations.discover()[-1].file_name
+        ]
+    finally:
+        await pool.aclose()
+    message = str(caught.value)
+    assert "the database schema is behind: 1 migration(s) not applied" in message
+    assert migrations.discover()[-1].file_name in message
+    assert "python manage.py migrate" in message
+
+
+async def test_a_current_schema_passes_the_check(db_dsn: str, make_settings) -> None:
+    pool = await ConnectionPool.create(make_settings(), dsn=db_dsn)
+    try:
+        await migrations.require_current(pool)
+        assert await migrations.pending(pool) == []
+    finally:
+        await pool.aclose()
 
 
 async def test_memories_have_hnsw_and_gin_indexes(empty_db: str) -> None:
