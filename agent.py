@@ -25,6 +25,7 @@ from livekit.agents import (
     cli,
     function_tool,
     llm,
+    utils,
 )
 from livekit.plugins import silero
 
@@ -274,7 +275,8 @@ async def entrypoint(ctx: JobContext) -> None:
     participant = await ctx.wait_for_participant()
     try:
         user_id = resolve_identity(
-            participant.identity, console=ctx.is_fake_job(), dev_user_id=settings.dev_user_id
+            participant.identity, console=ctx.is_fake_job(), dev_mode=utils.is_dev_mode(),
+            dev_user_id=settings.dev_user_id,
         )
     except InvalidIdentity as err:
         # Nothing has been written for this participant; say why and leave the room.

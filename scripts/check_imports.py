@@ -8,12 +8,15 @@ still a loop. The layers, lowest first (a module imports only its own layer and 
 
     core <- infrastructure <- rag_system <- services <- uplift_socket <- uplift_tts
         <- livekit_layer <- agent
+    core <- infrastructure <- rag_system <- services <- ops <- manage
 
 services may import rag_system, never the reverse; uplift_tts uses uplift_socket (its
 connection to Uplift AI); livekit_layer may use uplift_tts (the TTS it builds sessions with),
-never the reverse. Nothing under core/, infrastructure/, rag_system/
-or services/ imports livekit, and no product module imports tests/, bench/ or scripts/, which
-may import the product freely (their own loops are reported too).
+never the reverse; ops (the operator commands behind manage.py) use the services and
+infrastructure, and of livekit only livekit.api (tokens). Nothing under core/,
+infrastructure/, rag_system/ or services/ imports livekit, and no product module imports
+tests/, bench/ or scripts/, which may import the product freely (their own loops are reported
+too).
 
 Prints one line per finding, `path:line: message`, and exits 1 if there is any.
 """
@@ -28,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("core", "infrastructure", "rag_system", "services", "uplift_socket", "uplift_tts",
-           "livekit_layer", "agent")
+           "livekit_layer", "agent", "ops", "manage")
 OUTSIDE = ("tests", "bench", "scripts")
 # What each top-level part may import from the project (besides itself).
 ALLOWED: dict[str, frozenset[str]] = {
@@ -41,10 +44,14 @@ ALLOWED: dict[str, frozenset[str]] = {
                              "uplift_socket"}),
     "livekit_layer": frozenset({"core", "infrastructure", "rag_system", "services",
                                 "uplift_socket", "uplift_tts"}),
-    "agent": frozenset(PRODUCT),
+    "agent": frozenset(PRODUCT) - {"ops", "manage"},
+    "ops": frozenset({"core", "infrastructure", "rag_system", "services"}),
+    "manage": frozenset({"core", "ops"}),
     **{part: frozenset(PRODUCT + OUTSIDE) for part in OUTSIDE},
 }
 NO_LIVEKIT = frozenset({"core", "infrastructure", "rag_system", "services"})
+# Parts that may import only these of livekit.
+LIVEKIT_ONLY: dict[str, str] = {"ops": "livekit.api", "manage": "livekit.api"}
 SKIPPED_DIRS = {".venv", ".git", ".data", "__pycache__", "node_modules"}
 
 
@@ -129,6 +136,14 @@ def collect(root: Path) -> tuple[dict[str, Path], list[Import], list[str]]:
                         f"{shown(path, root)}:{line}: {module} imports livekit: only "
                         "livekit_layer/, agent.py, uplift_tts.py and uplift_socket.py may "
                         "import livekit"
+                    )
+                allowed = LIVEKIT_ONLY.get(part)
+                if top == "livekit" and allowed is not None and not (
+                    name == allowed or name.startswith(allowed + ".")
+                ):
+                    findings.append(
+                        f"{shown(path, root)}:{line}: {module} imports {name}: the operator "
+                        f"commands may import only {allowed} of livekit"
                     )
                 continue
             # Importing a.b.c runs a/__init__.py and a/b/__init__.py first: a package that

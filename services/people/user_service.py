@@ -40,14 +40,57 @@ _COLUMNS = (
 )
 
 
-def resolve_identity(raw_identity: object, *, console: bool, dev_user_id: uuid.UUID) -> uuid.UUID:
+# Dev mode only. LiveKit's Agents Playground and starter apps join with identities such as
+# "voice_assistant_user_1234"; each one stands for the user uuid5(namespace, identity), the
+# same on every run and machine. The namespace is this project's own random value.
+DEV_IDENTITY_NAMESPACE = uuid.UUID("e400ee6d-4583-4024-9dff-e646e4085572")
+
+
+def dev_user_id_for(identity: str) -> uuid.UUID:
+    """The user a participant identity that is not a UUID stands for in dev mode.
+
+    Raises:
+        InvalidIdentity: the identity is empty.
+    """
+    if not identity.strip():
+        raise InvalidIdentity(
+            "missing participant identity",
+            suggestion="join with a participant identity (any name in dev mode, a UUID otherwise)",
+        )
+    # A uuid5 carries its version and variant bits, so it is never a placeholder; checked anyway.
+    return parse_user_id(uuid.uuid5(DEV_IDENTITY_NAMESPACE, identity), what="dev user id")
+
+
+def _is_uuid_text(raw: str) -> bool:
+    try:
+        uuid.UUID(raw.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_identity(
+    raw_identity: object, *, console: bool, dev_mode: bool, dev_user_id: uuid.UUID
+) -> uuid.UUID:
     """The user a session is for: the participant identity, or the dev user in console mode.
 
-    Console's simulated participant is called "mock_user"; any other identity must be the UUID
-    the app's token server issued, and is refused (InvalidIdentity) otherwise.
+    Console's simulated participant is called "mock_user". Otherwise the identity must be the
+    UUID the app's token server issued, and anything else is refused (InvalidIdentity), except
+    in dev mode (`python agent.py dev`), where an identity that is not a UUID at all (the
+    Playground's "voice_assistant_user_1234") stands for `dev_user_id_for(identity)`, with a
+    warning. A UUID, or a malformed or placeholder one, is checked strictly in every mode.
     """
     if console:
         return dev_user_id
+    if dev_mode and isinstance(raw_identity, str) and not _is_uuid_text(raw_identity):
+        user_id = dev_user_id_for(raw_identity)
+        logger.warning(
+            "dev mode: the participant identity is not a UUID; it stands for user %s "
+            "(`python agent.py start` refuses such an identity)",
+            user_id,
+            extra={"pii.identity": raw_identity},
+        )
+        return user_id
     return parse_user_id(raw_identity, what="participant identity")
 
 

@@ -99,3 +99,33 @@ def test_the_livekit_layer_may_use_everything_below_it_but_not_the_agent(tmp_pat
         "import only core, infrastructure, rag_system, services, uplift_socket, uplift_tts"
     )
     assert len(findings) == 2 and "import loop" in findings[1]
+
+
+def test_operator_commands_may_use_the_services_and_livekit_api_but_not_the_agent_side(
+    tmp_path: Path,
+) -> None:
+    root = tree(tmp_path, {
+        "manage.py": "from ops.token import COMMAND\n",
+        "agent.py": "",
+        "services/__init__.py": "", "services/users.py": "",
+        "livekit_layer/__init__.py": "", "livekit_layer/job.py": "",
+        "ops/__init__.py": "",
+        "ops/token.py": """\
+            from livekit.api import AccessToken
+            from livekit import api
+            from services.users import dev_user_id_for
+            from livekit.agents import AgentSession
+            from livekit_layer.job import end_job
+            COMMAND = None
+            """,
+    })
+    findings = check(root)
+    assert len(findings) == 2, findings
+    assert findings[0].startswith(
+        "ops/token.py:4: ops.token imports livekit.agents.AgentSession: the operator commands "
+        "may import only livekit.api of livekit"
+    )
+    assert findings[1].startswith(
+        "ops/token.py:5: ops.token imports livekit_layer.job: ops may import only core, "
+        "infrastructure, rag_system, services"
+    )
