@@ -18,6 +18,10 @@ class LatencyWindow:
         self._samples.append(ms)
         self.count += 1
 
+    def values(self) -> list[float]:
+        """The samples kept, oldest first: what several windows' percentiles are pooled from."""
+        return list(self._samples)
+
     def summary(self) -> dict[str, float | int]:
         if not self._samples:
             return {"count": self.count, "p50": 0.0, "p95": 0.0, "p99": 0.0}

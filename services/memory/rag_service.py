@@ -112,7 +112,8 @@ class RAGService:
         self._memory = memory
         self._cache = cache
         self._settings = settings
-        self._latency = LatencyWindow()
+        # The whole lookup per turn (embedding, search, block), timeouts included.
+        self.context_ms = LatencyWindow()
         self._tasks = BackgroundTasks("memory context")
         self._counters = {
             "turns": 0,
@@ -157,7 +158,7 @@ class RAGService:
                            type(exc).__name__)
             return None
         finally:
-            self._latency.add((time.perf_counter() - started) * 1000)
+            self.context_ms.add((time.perf_counter() - started) * 1000)
         return block
 
     async def _build(
@@ -237,7 +238,7 @@ class RAGService:
         return {
             **self._counters,
             "budget_ms": self._settings.rag_budget_ms,
-            "context_ms": self._latency.summary(),
+            "context_ms": self.context_ms.summary(),
         }
 
     async def drain(self) -> None:

@@ -20,30 +20,9 @@ from livekit_layer.companion_session import CompanionSession
 from livekit_layer.session_open import open_session
 from services.composition import Services, build_services
 from services.people.onboarding_service import OnboardingData
+from tests.support.background_replies import background_reply
 from tests.support.openai_server import OpenAIStubServer
 from tests.support.openai_text import echo_last_user_message
-
-SUMMARY_MARK = "notes a caring friend keeps"
-PROFILE_MARK = "You keep a short profile"
-
-
-def system_prompt(body: dict[str, Any]) -> str:
-    return "\n".join(
-        m.get("content") or "" for m in body.get("messages") or []
-        if m.get("role") in ("system", "developer") and isinstance(m.get("content"), str)
-    )
-
-
-def background_reply(body: dict[str, Any]) -> Any:
-    """What the stub answers the background LLM calls (summary, profile, consolidation)."""
-    system = system_prompt(body)
-    if SUMMARY_MARK in system:
-        return {"json": {"summary": "They talked.", "follow_ups": []}}
-    if PROFILE_MARK in system:
-        return "A person the companion is getting to know."
-    if body.get("response_format"):
-        return {"json": {"memories": []}}
-    return None
 
 
 class StubBrain:

@@ -16,12 +16,8 @@ from livekit_layer.session_prompts import REPLY_LENGTHS
 from services.composition import Services
 from services.people.companion_service import RESPONSE_LENGTHS
 from services.people.onboarding_service import OnboardingData
-from tests.agent.conftest import (
-    chat_requests,
-    end_conversation,
-    start_conversation,
-    system_prompt,
-)
+from tests.agent.conftest import chat_requests, end_conversation, start_conversation
+from tests.support.background_replies import system_prompt
 from tests.support.openai_server import OpenAIStubServer
 
 pytestmark = pytest.mark.agent

@@ -9,7 +9,7 @@ import pytest
 
 from services.people.conversation_service import ConversationService
 from services.people.greeting import GreetingContext, describe_gap, greeting_instructions
-from tests.agent.conftest import SUMMARY_MARK, system_prompt
+from tests.support.background_replies import SUMMARY_MARK, system_prompt
 
 pytestmark = pytest.mark.integration
 

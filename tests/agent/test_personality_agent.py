@@ -19,15 +19,9 @@ import pytest
 from core.config import Settings
 from services.composition import Services, build_services
 from services.people.onboarding_service import OnboardingData
-from tests.agent.conftest import (
-    PROFILE_MARK,
-    SUMMARY_MARK,
-    end_conversation,
-    settle,
-    start_conversation,
-    system_prompt,
-)
+from tests.agent.conftest import end_conversation, settle, start_conversation
 from tests.agent.live import start_live, wait_until
+from tests.support.background_replies import PROFILE_MARK, SUMMARY_MARK, system_prompt
 from tests.support.scripted_llm import ScriptedLLM, all_text
 
 pytestmark = pytest.mark.agent

@@ -10,7 +10,7 @@ import pytest
 from core.errors import InvalidIdentity, InvalidInput
 from services.memory.profile_service import profile_line
 from services.people.user_service import MAX_PROFILE_SUMMARY_CHARS
-from tests.agent.conftest import PROFILE_MARK, system_prompt
+from tests.support.background_replies import PROFILE_MARK, system_prompt
 
 pytestmark = pytest.mark.integration
 

@@ -17,14 +17,13 @@ from core.config import Settings
 from core.prompts import MEMORY_CLOSE, MEMORY_OPEN
 from services.composition import Services, build_services
 from tests.agent.conftest import (
-    SUMMARY_MARK,
     chat_requests,
     end_conversation,
     request_text,
     settle,
     start_conversation,
-    system_prompt,
 )
+from tests.support.background_replies import SUMMARY_MARK, system_prompt
 
 pytestmark = pytest.mark.agent
 

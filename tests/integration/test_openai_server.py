@@ -252,6 +252,25 @@ async def test_delay_applies_only_to_its_path(srv: OpenAIStubServer) -> None:
     assert "stub-model" in [m.id for m in models.data]
 
 
+async def test_each_request_records_the_time_the_server_spent_before_answering(
+    srv: OpenAIStubServer, client: AsyncOpenAI
+) -> None:
+    srv.delay_s["/v1/chat"] = 0.2  # time the server spends before its first byte
+    srv.chat_script = ["Hello there, Sam."]
+    stream = await client.chat.completions.create(
+        model="stub-model", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    async for _ in stream:
+        pass
+    await client.models.list()
+    streamed, listed = srv.requests
+    assert streamed.first_byte_at is not None and streamed.answered_at is not None
+    assert streamed.received_at + 0.2 <= streamed.first_byte_at <= streamed.answered_at
+    # A plain response is built by the handler, then sent.
+    assert listed.first_byte_at is not None and listed.answered_at is not None
+    assert streamed.answered_at <= listed.received_at <= listed.answered_at <= listed.first_byte_at
+
+
 async def test_wrong_api_key_is_refused_when_one_is_required(srv: OpenAIStubServer) -> None:
     srv.api_key = "right"
     async with AsyncOpenAI(base_url=srv.base_url, api_key="wrong", max_retries=0) as bad:

@@ -58,7 +58,14 @@ _ERROR_KINDS = {
 
 @dataclass
 class RecordedRequest:
-    """One request as the server saw it; `status` is filled in once it has been answered."""
+    """One request as the server saw it; `status` is filled in once it has been answered.
+
+    The times (wall clock, `time.time()`) say how long the server itself spent on it, which a
+    benchmark subtracts from what a client measured: `received_at` when its handling began,
+    `first_byte_at` when the response's headers went out (a streamed reply's just before its
+    first chunk), `answered_at` when the handler returned (a streamed reply's after its last
+    chunk; any other's just before it is sent, so before `first_byte_at`).
+    """
 
     method: str
     path: str
@@ -67,6 +74,9 @@ class RecordedRequest:
     json: Any = None
     form: dict[str, Any] | None = None
     status: int | None = None
+    received_at: float = 0.0
+    first_byte_at: float | None = None
+    answered_at: float | None = None
 
     @property
     def authorization(self) -> str | None:
@@ -136,6 +146,7 @@ class OpenAIStubServer:
 
     async def start(self) -> OpenAIStubServer:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        app.on_response_prepare.append(_stamp_first_byte)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/audio/speech", self._speech)
@@ -222,6 +233,7 @@ class OpenAIStubServer:
             path=request.path,
             headers={k.lower(): v for k, v in request.headers.items()},
             query=dict(request.query),
+            received_at=time.time(),
         )
         if request.content_type == "application/json" and request.can_read_body:
             try:
@@ -234,6 +246,7 @@ class OpenAIStubServer:
         request[_RECORD] = record
         response = await self._answer(request, handler, record)
         record.status = response.status
+        record.answered_at = time.time()
         return response
 
     async def _answer(
@@ -448,6 +461,12 @@ class OpenAIStubServer:
         if model not in self.models:
             return _error(404, f"The model '{model}' does not exist")
         return web.json_response(self._model_json(model))
+
+
+async def _stamp_first_byte(request: web.Request, response: web.StreamResponse) -> None:
+    record = request.get(_RECORD)
+    if record is not None and record.first_byte_at is None:
+        record.first_byte_at = time.time()
 
 
 def _matches(path: str, prefix: str) -> bool:
