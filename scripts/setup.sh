@@ -4,7 +4,7 @@
 #                             (exported once to ONNX with torch; the agent runs it without)
 #   scripts/setup.sh --test   also redis-server, espeak-ng (speech the voice tests say) and the
 #                             test dependencies
-#   scripts/setup.sh --bench  also the benchmark peers (mem0)
+#   scripts/setup.sh --bench  also the benchmark peers (mem0), matplotlib, py-spy and espeak-ng
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,7 @@ apt_packages=(libportaudio2)
 case "$profile" in
   run) reqs=requirements.txt; extra=requirements-local.txt ;;
   --test) reqs=requirements-test.txt; extra=""; apt_packages+=(redis-server espeak-ng) ;;
-  --bench) reqs=requirements-bench.txt; extra=""; apt_packages+=(redis-server) ;;
+  --bench) reqs=requirements-bench.txt; extra=""; apt_packages+=(redis-server espeak-ng) ;;
   *) echo "usage: scripts/setup.sh [--test|--bench]" >&2; exit 2 ;;
 esac
 
