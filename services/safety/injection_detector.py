@@ -17,11 +17,12 @@ from typing import Any
 
 from services.safety.injection_patterns import (
     ID_TARGET,
-    PATTERNS,
+    PATTERN_GROUPS,
     SCOPED,
     VOCABULARY,
     InjectionCategory,
     Pattern,
+    PatternGroup,
 )
 from services.safety.injection_views import Views, canonical, normalize
 
@@ -98,7 +99,10 @@ class InjectionDetector:
             allowed_ids: further ids the text may legitimately contain.
         """
         views = normalize(text, VOCABULARY)
-        hits = [hit for pattern in PATTERNS if (hit := _match(pattern, views)) is not None]
+        hits = [
+            hit for group in PATTERN_GROUPS if _may_match(group, views)
+            for pattern in group.patterns if (hit := _match(pattern, views)) is not None
+        ]
         own = {i for i in (user_id, companion_id, *allowed_ids) if i is not None}
         foreign = _foreign_id(views, own)
         if foreign is not None:
@@ -143,14 +147,22 @@ class InjectionDetector:
         )
 
 
+def _view(views: Views, name: str) -> str | None:
+    if name == "squashed":
+        return views.squashed
+    return views.raw if name == "raw" else views.words
+
+
+def _may_match(group: PatternGroup, views: Views) -> bool:
+    text = _view(views, group.view)
+    if not text:
+        return False
+    return group.any_match is None or group.any_match.search(text) is not None
+
+
 def _match(pattern: Pattern, views: Views) -> _Hit | None:
     """The pattern's strongest reading in the text: its first full match, else a scoped one."""
-    if pattern.view == "squashed":
-        text = views.squashed
-    elif pattern.view == "raw":
-        text = views.raw
-    else:
-        text = views.words
+    text = _view(views, pattern.view)
     if not text:
         return None
     scoped: re.Match[str] | None = None

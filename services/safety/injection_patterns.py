@@ -475,6 +475,47 @@ def _frames() -> list[Pattern]:
 
 PATTERNS: tuple[Pattern, ...] = (*_language_free(), *_frames())
 
+
+@dataclass(frozen=True)
+class PatternGroup:
+    """One frame's patterns in every language, behind one scan of the text that finds whether
+    any of them can match at all (most texts match no frame: one scan instead of four).
+
+    Attributes:
+        any_match: the members' regexes as one alternation (None for a single pattern).
+        view: the view all members are matched against.
+        patterns: the members, each matched on its own when `any_match` finds something.
+    """
+
+    any_match: re.Pattern[str] | None
+    view: str
+    patterns: tuple[Pattern, ...]
+
+
+def _grouped(patterns: Iterable[Pattern]) -> tuple[PatternGroup, ...]:
+    suffixes = tuple(f".{lang}" for lang in LEXICONS)
+    frames: dict[tuple[str, str], list[Pattern]] = {}
+    for pattern in patterns:
+        frame = pattern.name.rsplit(".", 1)[0] if pattern.name.endswith(suffixes) else pattern.name
+        frames.setdefault((frame, pattern.view), []).append(pattern)
+    groups = []
+    for (_, view), members in frames.items():
+        if len(members) == 1:
+            groups.append(PatternGroup(None, view, tuple(members)))
+            continue
+        sources = [m.regex.pattern for m in members]
+        # The word-start check once, before the alternation, not once per alternative.
+        lead = r"(?<![\w'])"
+        if all(source.startswith(lead) for source in sources):
+            merged = lead + "(?:" + "|".join(f"(?:{s[len(lead):]})" for s in sources) + ")"
+        else:
+            merged = "|".join(f"(?:{s})" for s in sources)
+        groups.append(PatternGroup(re.compile(merged), view, tuple(members)))
+    return tuple(groups)
+
+
+PATTERN_GROUPS: tuple[PatternGroup, ...] = _grouped(PATTERNS)
+
 # A UUID preceded (or followed) by a word that names whose it is: "user <id>", "<id>'s memories".
 ID_TARGET = re.compile(
     rf"(?<![\w'])(?:{_union('id_context')})(?: [\w']+){{0,3}}? {UUID_TOKEN}([a-z])\b|"
