@@ -118,12 +118,14 @@ class _Frames:
         self._ai_owned_after = self._compiled("ai_owned", r"^(?:[\w']+ ){0,2}KEY")
         self._system_after = self._compiled("system_after", r"^KEY(?![\w])")
         if self.has("object_link", "first_person", "object_det", "ai_terms"):
-            link = self.alt("object_link")
+            # A word follows a space, or an elided article or preposition ("d'un", "l'ami").
+            link = self.alt("object_link") + r"(?: |(?<='))"
+            det = self.alt("object_det") + r"(?: |(?<='))"
             self._about_mine: re.Pattern[str] | None = re.compile(
-                rf"^{lead}{link} ?{self.alt('first_person')} \w"
+                rf"^{lead}{link}{self.alt('first_person')} \w"
             )
             self._about_other: re.Pattern[str] | None = re.compile(
-                rf"^{lead}{link} ?(?:{self.alt('object_det')} ?)?([\w']+)"
+                rf"^{lead}{link}(?:{det})?([\w']+)"
             )
             self._assistant_terms: re.Pattern[str] | None = re.compile(self.alt("ai_terms"))
         else:
@@ -226,8 +228,10 @@ class _Frames:
 
         def check(match: re.Match[str]) -> float:
             before = _clause_before(match)
+            # "I want to see ...", maybe with the verb last ("ich will ... sehen").
+            clause = f"{before} {match.group(0)} {_clause_after(match)}"
             asked = opens.match(before) is not None or (
-                keys[0] == "request" and self.find("request_any", before)
+                keys[0] == "request" and self.find("request_any", clause)
             )
             if asked and all(self.find(key, before) for key in keys[1:]):
                 return 1.0
@@ -257,6 +261,9 @@ class _Frames:
             out.append(self.p("override.no_longer_follow", OVERRIDE, 0.8,
                               rf"{w}{a('no_longer_follow')}(?: [\w']+){{0,6}}",
                               self._no_longer_check(nouns)))
+        if has("override_verbs", "everything_told"):
+            out.append(self.p("override.forget_everything_above", OVERRIDE, 0.75,
+                              rf"{w}{a('override_verbs')} {a('everything_told')}{e}"))
         if has("obey_me"):
             out.append(self.p("override.obey_me", OVERRIDE, 0.55, rf"{a('obey_me')}{e}"))
         if has("new_instructions"):
@@ -413,11 +420,6 @@ def _language_free() -> list[Pattern]:
         _p("override.role_marker", OVERRIDE, 0.8,
            rf"(?:^|\n)[ \t]*(?:#+[ \t]*)?(?:{labels})[ \t]*:", view="raw",
            check=_line_directive(directives)),
-        _p("override.forget_everything_above", OVERRIDE, 0.75,
-           rf"\b(?:{fold(LEXICONS['en']['override_verbs'])}) (?:everything|anything|all|the text|"
-           r"the) (?:above|before this|prior to this|you(?: were|'ve been|ve been| have been) "
-           r"(?:told|instructed|programmed|given)|in your (?:prompt|instructions)|(?:they|"
-           r"your \w+) told you)\b"),
         _p("override.programmed_to", OVERRIDE, 0.45,
            r"\bwhatever you (?:were|have been|'ve been) (?:programmed|told|instructed|trained) "
            r"to\b"),

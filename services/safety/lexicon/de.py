@@ -6,6 +6,8 @@ LEXICON: dict[str, str] = {
     "override_verbs": r"ignoriere|ignorier|ignorieren|vergiss|vergesse|vergessen|missachte|"
     r"übergehe|verwirf|verwerfe|setz dich über|setze dich über|umgehe|lösche|streiche|"
     r"wirf (?:\w+ )?über bord",
+    "everything_told": r"alles (?:was (?:man )?dir (?:\w+ ){0,2}?(?:gesagt|beigebracht|"
+    r"aufgetragen|vorgegeben|befohlen) (?:wurde|hat|haben)|bisherige|vorherige|davor|oben)",
     "strong_nouns": r"anweisungen|anweisung|instruktionen|instruktion|richtlinien|vorgaben|"
     r"programmierung|systemprompt|system prompt|systemnachricht|direktiven|leitlinien|"
     r"systemanweisungen",

@@ -8,6 +8,9 @@ LEXICON: dict[str, str] = {
     r"stop obeying|stop listening to|set aside|put aside|pay no attention to|throw out|"
     r"throw away|scrap|ditch|cancel|erase|delete|get rid of|break free from|violate|"
     r"no longer follow",
+    "everything_told": r"(?:everything|anything|all|the text|the) (?:above|before this|prior to "
+    r"this|you(?: were|'ve been|ve been| have been) (?:told|instructed|programmed|given)|in your "
+    r"(?:prompt|instructions)|(?:they|your \w+) told you)",
     "strong_nouns": r"instructions?|directives?|guidelines?|programming|guardrails?|"
     r"system prompts?|system messages?|system instructions",
     "weak_nouns": r"rules|restrictions|constraints|prompts?|training|polic(?:y|ies)|orders|"

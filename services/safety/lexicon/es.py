@@ -6,6 +6,8 @@ LEXICON: dict[str, str] = {
     "override_verbs": r"ignora|ignore|ignorar|olvida|olvide|olvídate de|olvidar|descarta|omite|"
     r"haz caso omiso (?:a|de)|no hagas caso (?:a|de)|deja de seguir|deja de obedecer|"
     r"deja de cumplir|sáltate|anula|pasa de|desobedece|no sigas|rompe",
+    "everything_told": r"todo lo (?:anterior|de arriba|que (?:te )?(?:han dicho|habían dicho|"
+    r"dijeron|ordenaron|programaron|enseñaron|indicaron|han enseñado|han ordenado))",
     "strong_nouns": r"instrucciones|instrucción|directrices|directriz|indicaciones|pautas|"
     r"programación|prompt (?:del|de) sistema|mensaje del sistema|consignas",
     "weak_nouns": r"reglas|normas|restricciones|filtros|políticas|limitaciones|órdenes|"

@@ -7,6 +7,8 @@ LEXICON: dict[str, str] = {
     r"(?:plus|pas) compte (?:de|des|du)|fais abstraction (?:de|des)|faites abstraction (?:de|"
     r"des)|écarte|contourne|arrête de suivre|arrête d'obéir à|n'obéis plus à|ne suis plus|"
     r"désobéis à|passe outre(?: à)?|laisse tomber",
+    "everything_told": r"tout (?:ce qu'on t'a (?:dit|appris|demandé|ordonné)|ce que l'on t'a "
+    r"(?:dit|appris)|ce qui précède|ce qui est au dessus)",
     "strong_nouns": r"instructions|instruction|consignes|consigne|directives|directive|"
     r"programmation|prompt (?:du )?système|message système|lignes directrices",
     "weak_nouns": r"règles|restrictions|filtres|politiques|contraintes|ordres|principes|éthique|"
