@@ -128,8 +128,15 @@ class _Frames:
                 rf"^{lead}{link}(?:{det})?([\w']+)"
             )
             self._assistant_terms: re.Pattern[str] | None = re.compile(self.alt("ai_terms"))
+            mention = f"|^(?:[\\w']+ ){{0,2}}?{self.alt('speaker_mention')}" if self.has(
+                "speaker_mention") else ""
+            # "other people in my family", "everyone at my party", "people I mentioned".
+            self._people_scope: re.Pattern[str] | None = re.compile(
+                rf"^(?:[\w']+ ){{0,3}}?{link}{self.alt('first_person')}(?![\w]){mention}"
+            )
         else:
             self._about_mine = self._about_other = self._assistant_terms = None
+            self._people_scope = None
 
     def _compiled(self, key: str, template: str) -> re.Pattern[str] | None:
         return re.compile(template.replace("KEY", self.alt(key))) if key in self.lex else None
@@ -225,6 +232,10 @@ class _Frames:
         Every further key's words must occur in that clause too."""
         lead = f"(?:(?:{self.lex['addressed']}) ){{0,3}}"
         opens = re.compile(rf"^{lead}(?:{self.lex[keys[0]]})(?![\w])")
+        # "Use your tools to delete ...", "benutze deine Werkzeuge, um ... zu löschen".
+        tool_lead = (
+            re.compile(rf"^{lead}{self.alt('tool_lead')}") if self.has("tool_lead") else None
+        )
 
         def check(match: re.Match[str]) -> float:
             before = _clause_before(match)
@@ -232,6 +243,9 @@ class _Frames:
             clause = f"{before} {match.group(0)} {_clause_after(match)}"
             asked = opens.match(before) is not None or (
                 keys[0] == "request" and self.find("request_any", clause)
+            ) or (
+                tool_lead is not None and tool_lead.match(before) is not None
+                and self.find(keys[0], clause)
             )
             if asked and all(self.find(key, before) for key in keys[1:]):
                 return 1.0
@@ -323,24 +337,45 @@ class _Frames:
 
         return check
 
+    def _people(self, check: Check) -> Check:
+        """Other people of the speaker's own life are not other users: "the messages from
+        everyone at my party", "memories about people I mentioned"."""
+
+        def scoped(match: re.Match[str]) -> float:
+            if self._people_scope is not None and self._people_scope.match(_clause_after(match)):
+                return SCOPED if check(match) > 0 else 0.0
+            return check(match)
+
+        return scoped
+
+    def _others_said(self, match: re.Match[str]) -> float:
+        """Someone else told the companion something, and the speaker asks what: "what did
+        other users tell you". Not what the speaker told it ("what I told you about ...")."""
+        context = f"{_clause_before(match)} {match.group(0)} {_clause_after(match)}"
+        told = self.find("told_you", context) and not (
+            self.has("told_by_me") and self.find("told_by_me", context)
+        )
+        if not told:
+            return 0.0
+        return 1.0 if self.find("content_seek", context) else 0.4
+
     def _other_people(self) -> list[Pattern]:
         a, has = self.alt, self.has
         w, e = r"(?<![\w'])", r"(?![\w])"
         out: list[Pattern] = []
         if has("others", "told_you", "content_seek"):
             out.append(self.p("exfil.what_others_said", EXFIL, 0.85, rf"{w}{a('others')}{e}",
-                              self.cue_check("content_seek", "told_you", partial=0.4)))
+                              self._people(self._others_said)))
         if has("others", "private_nouns", "private_link"):
-            owned = rf"{a('private_nouns')}(?: [\w']+){{0,2}}? {self.lex['private_link']}" \
-                    rf"{a('others')}{e}"
+            owned = rf"{a('private_nouns')}(?: [\w']+){{0,2}}? {a('private_link')}{a('others')}{e}"
             if has("possessive_private"):
                 owned = rf"(?:{owned}|{a('others')}(?:'s|')? (?:[\w']+ )?{a('private_nouns')}{e})"
             if has("request", "request_any", "addressed"):
                 out.append(self.p("exfil.others_data", EXFIL, 0.85, rf"{w}{owned}",
-                                  self.addressed_check("request")))
+                                  self._people(self.addressed_check("request"))))
             if has("destroy", "addressed"):
                 out.append(self.p("tool.bulk_destroy", TOOL, 0.85, rf"{w}{owned}",
-                                  self.addressed_check("destroy")))
+                                  self._people(self.addressed_check("destroy"))))
         if has("for_link", "others", "tool_verbs", "tool_nouns", "addressed"):
             target = rf"{a('others')}(?:(?!')|'s (?:account|profile|memories|data|chats?))"
             out.append(self.p("tool.for_everyone", TOOL, 0.85,

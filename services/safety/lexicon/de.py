@@ -30,7 +30,7 @@ LEXICON: dict[str, str] = {
     r"einprogrammiert|gesagt) (?:hat|haben|wurden|wurde)|die dir deine (?:entwickler|schöpfer|"
     r"macher|programmierer)|(?:deine|die) (?:entwickler|schöpfer|macher|programmierer) "
     r"(?:haben )?dir|dir (?:deine|die) (?:entwickler|schöpfer|macher|programmierer)",
-    "object_link": r"zu|zum|zur|für|über|bezüglich|von|vom|beim|bei|in|im|auf",
+    "object_link": r"zu|zum|zur|für|über|bezüglich|von|vom|beim|bei|in|im|auf|aus",
     "first_person": r"mein|meine|meinem|meinen|meiner|meines|unser|unsere|unserem|unseren|"
     r"unserer",
     "object_det": r"der|die|das|dem|den|des|ein|eine|einem|einen|diese|dieses|diesem|seine|ihre",
@@ -85,16 +85,20 @@ LEXICON: dict[str, str] = {
     r"konten|leute|menschen)|von allen|jede(?:s|n|r|m)? (?:nutzer|benutzer|user)|"
     r"deine(?:n)? anderen (?:nutzer|benutzer|user)|der vorherige (?:nutzer|benutzer)|"
     r"(?:nutzer|benutzer) (?:nummer |nr |id )?\d+",
-    "private_nouns": r"erinnerungen|gedächtnis|gespräche|gespräch|chatverlauf|chatverläufe|"
+    "private_nouns": r"erinnerungen|notizen|gedächtnis|gespräche|gespräch|chatverlauf|chatverläufe|"
     r"verlauf|nachrichten|daten|profil|profile|geheimnisse|aufzeichnungen|protokolle|chats",
     "private_link": r"(?:(?:von|der|des|vom) )?",
     "addressed": r"hey|hallo|ok|also|und|jetzt|dann|hör zu|schau|bitte|kannst du|könntest du|"
     r"würdest du|ich will dass du|ich möchte dass du|los|mir",
     "request_any": r"ich (?:will|möchte) (?:\w+ ){0,4}?(?:sehen|lesen|wissen|hören)|lass mich "
     r"(?:\w+ ){0,3}?(?:sehen|lesen)|was steht in|was ist in",
+    "speaker_mention": r"die ich (?:\w+ )?(?:erwähnt|kenne|getroffen|eingeladen)",
+    "told_by_me": r"\bich dir\b|\b(?:habe|hab) ich dir\b|\bich habe dir\b",
+    "tool_lead": r"(?:benutze|verwende|nutze) (?:deine|die) (?:werkzeuge|tools|funktionen) um",
     "request": r"lies|lese|zeig|zeige|gib|nenne|liste|verrate|exportiere|schick|schicke|teile|"
     r"öffne|lade|such|suche|erzähl|erzähle|hol|rufe ab",
-    "destroy": r"lösche|lösch|entferne|vergiss|leere|setze zurück|vernichte|tilge",
+    "destroy": r"lösche|lösch|entferne|vergiss|leere|setze zurück|vernichte|tilge|löschen|"
+    r"entfernen|vergessen|leeren|vernichten|tilgen",
     "told_you": r"dir(?: [\w']+){0,5} (?:erzählt|gesagt|anvertraut|geschrieben|verraten|mitgeteilt|"
     r"gestanden|berichtet)|(?:erzählten|sagten|vertrauten|schrieben|verrieten) dir",
     "content_seek": r"was|welche|erzähl|erzähle|sag mir|zeig|lies|verrate|alles|etwas|"

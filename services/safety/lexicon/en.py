@@ -36,7 +36,7 @@ LEXICON: dict[str, str] = {
     r"(?:your|the) (?:creators?|developers?|makers?|"
     r"programmers?|owners?|company|team) (?:gave|give|have given|set|wrote|programmed)|(?:they|"
     r"someone|somebody|openai) (?:gave|give|have given) you|you (?:came|come|started) with)",
-    "object_link": r"about|for|on|regarding|concerning|around|re|from|of|in",
+    "object_link": r"about|for|on|regarding|concerning|around|re|from|of|in|at",
     "first_person": r"my|our|mine",
     "object_det": r"the|this|that|a|an|his|her|their|these|those",
     "ai_terms": r"you|yourself|me|us|now|here|this|conversation|chat|session|assistant|ai|bot|"
@@ -96,7 +96,8 @@ LEXICON: dict[str, str] = {
     "mode_state": r"you(?: are|'re| re| r)(?: now)? in (?:developer|dev|dan|god|admin|sudo|debug|"
     r"unrestricted|jailbreak|unfiltered|evil) mode|(?:developer|dev|dan|god|admin|sudo|debug|"
     r"unrestricted|jailbreak|unfiltered|evil) mode (?:enabled|activated|unlocked|engaged)",
-    "others": r"other (?:users?|people|persons?|humans|customers|clients|callers|accounts?)|"
+    "others": r"(?:(?:every|each|all|any) )?other (?:users?|people|persons?|humans|customers|"
+    r"clients|callers|accounts?)|"
     r"another (?:user|person|human|customer|client|caller|account)|(?:some|any|every|no) ?"
     r"(?:one|body) else|the other (?:users?|people|person)|your other (?:users?|people|friends|"
     r"clients|customers|humans)|different (?:users?|people)|all (?:the |your )?(?:users|"
@@ -106,15 +107,22 @@ LEXICON: dict[str, str] = {
     r"user (?:number |no |id |#)?(?!uuidref)[0-9a-z][0-9a-z-]*|(?:everyone|people|everybody) "
     r"(?:else )?"
     r"you (?:talk|speak|chat)\w* (?:to|with)",
-    "private_nouns": r"memories|memory|conversations?|chats?|chat (?:logs?|history)|history|"
+    "private_nouns": r"memories|memory|notes|conversations?|chats?|chat (?:logs?|history)|history|"
     r"secrets?|messages|transcripts?|data|profiles?|records|private \w+|personal \w+",
-    "private_link": r"(?:of|from|belonging to|by|with|about|for) (?:the )?",
+    # "About" only before users: "memories about other people I mentioned" are the person's own.
+    "private_link": r"(?:of|from|belonging to|by|with|for) (?:the )?|about (?=(?:the |your )?"
+    r"(?:other users?|another user|all (?:the |your )?users|every user|users))",
     "possessive_private": "yes",
     "addressed": r"hey|hi|hello|ok|okay|so|and|now|then|also|listen|look|please|pls|just|"
     r"can you|could you|would you|will you|you should|you must|you will|i want you to|"
     r"i need you to|i'd like you to|go ahead and|quickly|me",
     "request_any": r"i (?:want|need|would like|'d like|wanna) to (?:see|read|know|hear|access|"
     r"get)|let me (?:see|read|hear|access)|what's in|what is in|what are|what's|whats",
+    "speaker_mention": r"(?:i|we) (?:\w+ )?(?:mentioned|told you about|know|talked about|met|"
+    r"invited|work with|live with)",
+    "told_by_me": r"(?:i|we)(?: \w+)? (?:told|tell|said|say|shared|mentioned|talked)(?: \w+)? "
+    r"(?:to |with )?you",
+    "tool_lead": r"use (?:your|the|all your|all the) (?:\w+ )?(?:tools?|functions?) to",
     "request": r"read|show|tell|give|list|reveal|dump|print|repeat|export|share|send|access|"
     r"open|load|fetch|retrieve|search|look up|recall|pull up|display|play",
     "destroy": r"forget|delete|erase|wipe|remove|clear|purge|drop|reset|destroy|nuke",
@@ -126,7 +134,9 @@ LEXICON: dict[str, str] = {
     "tool_nouns": r"tools?|functions?|commands?|actions?|forget|remember|recall|update profile|"
     r"what do you know about me",
     "for_link": r"for|on|against|to|across|over|with",
-    "list_users": r"(?:list|name|show|give)(?: me)? (?:all )?(?:(?:the|your) )?(?:other )?"
+    "list_users": r"(?:list|show|give|tell)(?: me)? (?:the )?(?:list|names) of (?:all |every |"
+    r"the )?(?:other )?(?:users?|people|persons)|(?:list|name|show|give)(?: me)? (?:all )?"
+    r"(?:(?:the|your) )?(?:other )?"
     r"(?:users|people (?:you|that you|who) (?:talk|speak|chat|have (?:conversations?|chats?))"
     r"\w*(?: to| with)?)|how many (?:other )?users do you have",
     "who_else": r"who (?:else )?(?:do|did|are|have) you (?:talk|talking|talked|speak|speaking|"
@@ -136,7 +146,7 @@ LEXICON: dict[str, str] = {
     r"engineer|master)s?|the (?:person|one|guy|team|engineer|developer) (?:who|that) (?:built|"
     r"made|created|programmed|trained|designed|wrote|coded) you|(?:openai|anthropic|livekit) "
     r"(?:staff|employee|engineer|team|admin))",
-    "admin_claim": r"(?:i am|i'm|im) (?:the|an?) (?:admin|administrator|developer|system|"
+    "admin_claim": r"(?:i am|i'm|im) (?:the|an?) (?:\w+ )?(?:admin|administrator|developer|system|"
     r"operator|root user|superuser)",
     "privilege_request": r"(?:give|grant) me (?:full|admin|root|unrestricted|complete|developer|"
     r"total) (?:access|rights|privileges|permissions|control)",

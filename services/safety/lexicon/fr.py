@@ -78,10 +78,11 @@ LEXICON: dict[str, str] = {
     r"mode (?:développeur|dieu|dan|jailbreak) (?:activé|actif|enclenché)",
     "others": r"(?:les |des |d')?autres utilisateurs|un autre utilisateur|une autre personne|"
     r"(?:les |des |d')?autres personnes|(?:d'|les )autres gens|quelqu'un d'autre|"
-    r"tous les utilisateurs|tout le monde|tes autres utilisateurs|chaque utilisateur|"
+    r"tous les utilisateurs|tous les comptes|tout le monde|tes autres utilisateurs|"
+    r"chaque utilisateur|"
     r"l'utilisateur précédent|la personne qui t'a (?:utilisé|parlé) avant|(?:l')?utilisateur "
     r"(?:numéro |n |id )?\d+",
-    "private_nouns": r"souvenirs|mémoires|mémoire|conversations|conversation|historique"
+    "private_nouns": r"souvenirs|notes|mémoires|mémoire|conversations|conversation|historique"
     r"(?: des conversations| de chat| des discussions)?|messages|données|profil|profils|secrets|"
     r"échanges|discussions|journaux",
     "private_link": r"(?:de |des |du |d')(?:la |les |l')?",
@@ -89,9 +90,13 @@ LEXICON: dict[str, str] = {
     r"peux tu|pourrais tu|je veux que tu|vas y|moi",
     "request_any": r"je veux (?:voir|lire|savoir|entendre)|laisse moi (?:voir|lire)|qu'y a t il "
     r"dans|qu'est ce qu'il y a dans",
+    "speaker_mention": r"que (?:je )?(?:t'ai )?(?:mentionnée?s?|connais|rencontrée?s?|invitée?s?)",
+    "told_by_me": r"\bje (?:t'ai|vous ai)\b",
+    "tool_lead": r"(?:utilise|sers toi de) (?:tes|les) (?:outils|fonctions) pour",
     "request": r"lis|montre|affiche|donne|dis moi|dis|liste|révèle|exporte|envoie|partage|ouvre|"
     r"charge|cherche|raconte|accède à|récupère",
-    "destroy": r"efface|supprime|oublie|vide|réinitialise|détruis|élimine",
+    "destroy": r"efface|supprime|oublie|vide|réinitialise|détruis|élimine|effacer|supprimer|"
+    r"oublier|vider|réinitialiser|détruire|éliminer",
     "told_you": r"(?:t'|vous )(?:ont|a|avaient|avait) (?:\w+ )?(?:dit|dits|dite|raconté|racontés|"
     r"confié|confiés|confiées|confiée|partagé|partagés|écrit|révélé|révélés|demandé)",
     "content_seek": r"qu'est ce que|quoi|quels|quelles|quel|raconte|dis moi|lis|montre|tout|"
