@@ -18,12 +18,10 @@ from typing import Any
 from services.safety.injection_patterns import (
     ID_TARGET,
     PATTERN_GROUPS,
-    SCOPED,
     VOCABULARY,
-    InjectionCategory,
-    Pattern,
     PatternGroup,
 )
+from services.safety.injection_signals import SCOPED, InjectionCategory, Pattern
 from services.safety.injection_views import Views, canonical, normalize
 
 DEFAULT_THRESHOLD = 0.5

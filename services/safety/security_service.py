@@ -26,7 +26,7 @@ from services.safety.injection_detector import (
     InjectionDetector,
     InjectionVerdict,
 )
-from services.safety.injection_patterns import InjectionCategory
+from services.safety.injection_signals import InjectionCategory
 
 if TYPE_CHECKING:
     from infrastructure.database_batcher import DatabaseBatcher

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from services.safety.injection_detector import InjectionDetector
-from services.safety.injection_patterns import InjectionCategory
+from services.safety.injection_signals import InjectionCategory
 
 pytestmark = pytest.mark.unit
 

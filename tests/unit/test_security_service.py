@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.safety.injection_detector import InjectionDetector, InjectionVerdict
-from services.safety.injection_patterns import InjectionCategory
+from services.safety.injection_signals import InjectionCategory
 from services.safety.injection_views import normalize
 from services.safety.security_service import refusal_text
 
