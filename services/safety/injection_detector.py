@@ -97,10 +97,7 @@ class InjectionDetector:
             allowed_ids: further ids the text may legitimately contain.
         """
         views = normalize(text, VOCABULARY)
-        hits = [
-            hit for group in PATTERN_GROUPS if _may_match(group, views)
-            for pattern in group.patterns if (hit := _match(pattern, views)) is not None
-        ]
+        hits = [hit for group in PATTERN_GROUPS for hit in _group_hits(group, views)]
         own = {i for i in (user_id, companion_id, *allowed_ids) if i is not None}
         foreign = _foreign_id(views, own)
         if foreign is not None:
@@ -151,20 +148,35 @@ def _view(views: Views, name: str) -> str | None:
     return views.raw if name == "raw" else views.words
 
 
-def _may_match(group: PatternGroup, views: Views) -> bool:
+def _group_hits(group: PatternGroup, views: Views) -> list[_Hit]:
+    """The hits of a group's patterns. One scan finds every place where any of them can
+    start; each pattern is then tried only there, so a frame costs one scan in any number of
+    languages."""
     text = _view(views, group.view)
     if not text:
-        return False
-    return group.any_match is None or group.any_match.search(text) is not None
+        return []
+    if group.any_match is None:
+        hit = _match(group.patterns[0], group.patterns[0].regex.finditer(text))
+        return [] if hit is None else [hit]
+    starts: list[int] = []
+    position = 0
+    while (found := group.any_match.search(text, position)) is not None:
+        starts.append(found.start())
+        position = found.start() + 1
+    hits = []
+    for pattern in group.patterns if starts else ():
+        matches = (m for p in starts if (m := pattern.regex.match(text, p)) is not None)
+        hit = _match(pattern, matches)
+        if hit is not None:
+            hits.append(hit)
+    return hits
 
 
-def _match(pattern: Pattern, views: Views) -> _Hit | None:
-    """The pattern's strongest reading in the text: its first full match, else a scoped one."""
-    text = _view(views, pattern.view)
-    if not text:
-        return None
+def _match(pattern: Pattern, matches: Iterable[re.Match[str]]) -> _Hit | None:
+    """The pattern's strongest reading among its matches: the first full one, else the first
+    scoped one."""
     scoped: re.Match[str] | None = None
-    for match in pattern.regex.finditer(text):
+    for match in matches:
         share = 1.0 if pattern.check is None else pattern.check(match)
         if share >= 1.0:
             return _Hit(pattern.name, pattern.category, pattern.weight, match.group(0).strip())

@@ -7,12 +7,19 @@ The full labelled set and its figures are in bench/injection_screen.py.
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.safety.injection_detector import InjectionDetector
+from services.safety.injection_patterns import PATTERNS, VOCABULARY
 from services.safety.injection_signals import InjectionCategory
+from services.safety.injection_views import normalize
 
 pytestmark = pytest.mark.unit
 
@@ -152,3 +159,37 @@ def test_everyday_lines_that_share_words_with_attacks_are_answered(text: str) ->
 ])
 def test_paraphrased_attacks_are_refused(text: str) -> None:
     assert inspect(text).flagged, text
+
+
+# --- the grouped scan finds what pattern-by-pattern matching finds ----------------------------
+
+WORDS = sorted(VOCABULARY | {"my", "diet", "i", "gave", "you", "other", "users", "told", "."})
+# Lines of the labelled set: each text mixes a few, in several languages, with stray words.
+LINES = [
+    json.loads(line)["text"] for line in
+    (Path(__file__).parents[2] / "bench" / "data" / "injection_set.jsonl").read_text().splitlines()
+    if line.strip()
+]
+
+
+def one_by_one(text: str) -> set[str]:
+    """Every pattern matched on its own over the whole text: the names of those with a full
+    reading (what the grouped scan must also find)."""
+    views = normalize(text, VOCABULARY)
+    found = set()
+    for pattern in PATTERNS:
+        view = {"raw": views.raw, "words": views.words, "squashed": views.squashed}[pattern.view]
+        for match in re.finditer(pattern.regex, view or ""):
+            if pattern.check is None or pattern.check(match) >= 1.0:
+                found.add(pattern.name)
+                break
+    return found
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(parts=st.lists(st.sampled_from(LINES) | st.sampled_from(WORDS), min_size=1, max_size=8))
+def test_grouping_patterns_by_frame_loses_no_match(parts: list[str]) -> None:
+    text = " ".join(parts)
+    full = {s for s in inspect(text).signals if not s.endswith(":scoped")}
+    full.discard("id.foreign_uuid")
+    assert one_by_one(text) <= full, text
