@@ -311,6 +311,10 @@ class LanguageFrames:
             out.append(self.p("tool.for_everyone", TOOL, 0.85,
                               rf"{w}{a('for_link')} (?:the |los |las |la |le |les )?{target}",
                               self.addressed_check("tool_verbs", "tool_nouns")))
+        if has("access", "others"):
+            out.append(self.p("exfil.access_others", EXFIL, 0.8,
+                              rf"{w}{a('access')} (?:[\w']+ ){{0,2}}?{a('others')}{e}",
+                              self._people(lambda match: 1.0)))
         if has("list_users"):
             out.append(self.p("exfil.list_users", EXFIL, 0.8, rf"{w}{a('list_users')}{e}"))
         if has("who_else"):

@@ -109,6 +109,8 @@ def _language_free() -> list[Pattern]:
            r"stories)\b|\b(?:with|and|their|real) names\b"),
         _p("exfil.your_other_users", EXFIL, 0.45,
            r"\byour other (?:users|people|clients|customers|humans)\b"),
+        _p("exfil.your_other_conversations", EXFIL, 0.6,
+           r"\byour other (?:conversations|chats|sessions|calls)\b"),
         _p("exfil.impersonate_user", EXFIL, 0.8,
            r"\b(?:i am|i'm|im|this is) (?:actually |really |now )?user (?:number |no |id |#)?"
            r"(?!uuidref)[0-9a-z][0-9a-z-]*\b"),

@@ -86,7 +86,8 @@ LEXICON: dict[str, str] = {
     r"deine(?:n)? anderen (?:nutzer|benutzer|user)|der vorherige (?:nutzer|benutzer)|"
     r"(?:nutzer|benutzer) (?:nummer |nr |id )?\d+",
     "private_nouns": r"erinnerungen|notizen|gedächtnis|gespräche|gespräch|chatverlauf|chatverläufe|"
-    r"verlauf|nachrichten|daten|profil|profile|geheimnisse|aufzeichnungen|protokolle|chats",
+    r"verlauf|nachrichten|daten|profil|profile|geheimnisse|aufzeichnungen|protokolle|chats|"
+    r"namen?",
     "private_link": r"(?:(?:von|der|des|vom) )?",
     "addressed": r"hey|hallo|ok|also|und|jetzt|dann|hör zu|schau|bitte|kannst du|könntest du|"
     r"würdest du|ich will dass du|ich möchte dass du|los|mir",
@@ -95,6 +96,8 @@ LEXICON: dict[str, str] = {
     "speaker_mention": r"die ich (?:\w+ )?(?:erwähnt|kenne|getroffen|eingeladen)",
     "told_by_me": r"\bich dir\b|\b(?:habe|hab) ich dir\b|\bich habe dir\b",
     "tool_lead": r"(?:benutze|verwende|nutze) (?:deine|die) (?:werkzeuge|tools|funktionen) um",
+    "access": r"(?:gib|gewähre) mir (?:\w+ )?(?:zugriff|zugang) (?:auf|zu)|(?:zugriff|zugang) "
+    r"(?:auf|zu)",
     "request": r"lies|lese|zeig|zeige|gib|nenne|liste|verrate|exportiere|schick|schicke|teile|"
     r"öffne|lade|such|suche|erzähl|erzähle|hol|rufe ab",
     "destroy": r"lösche|lösch|entferne|vergiss|leere|setze zurück|vernichte|tilge|löschen|"

@@ -108,7 +108,7 @@ LEXICON: dict[str, str] = {
     r"(?:else )?"
     r"you (?:talk|speak|chat)\w* (?:to|with)",
     "private_nouns": r"memories|memory|notes|conversations?|chats?|chat (?:logs?|history)|history|"
-    r"secrets?|messages|transcripts?|data|profiles?|records|private \w+|personal \w+",
+    r"secrets?|messages|transcripts?|data|profiles?|records|names?|private \w+|personal \w+",
     # "About" only before users: "memories about other people I mentioned" are the person's own.
     "private_link": r"(?:of|from|belonging to|by|with|for) (?:the )?|about (?=(?:the |your )?"
     r"(?:other users?|another user|all (?:the |your )?users|every user|users))",
@@ -123,10 +123,13 @@ LEXICON: dict[str, str] = {
     "told_by_me": r"(?:i|we)(?: \w+)? (?:told|tell|said|say|shared|mentioned|talked)(?: \w+)? "
     r"(?:to |with )?you",
     "tool_lead": r"use (?:your|the|all your|all the) (?:\w+ )?(?:tools?|functions?) to",
+    "access": r"(?:give|grant|get) me (?:\w+ )?access (?:to|over)|access to|let me (?:in ?to|"
+    r"access)",
     "request": r"read|show|tell|give|list|reveal|dump|print|repeat|export|share|send|access|"
     r"open|load|fetch|retrieve|search|look up|recall|pull up|display|play",
     "destroy": r"forget|delete|erase|wipe|remove|clear|purge|drop|reset|destroy|nuke",
-    "told_you": r"(?:tell|tells|told|say|says|said|share|shares|shared|confide\w*|mention\w*|"
+    "told_you": r"(?:tell|tells|telling|told|say|says|saying|said|share|shares|sharing|shared|"
+    r"confide\w*|mention\w*|"
     r"talk\w*|ask\w*|reveal\w*|admit\w*|wrote|written|sent) (?:(?:to|with|in) )?you\b",
     "content_seek": r"what(?! do\b| does\b)|which|tell me|read me|share|repeat|give me|"
     r"show me|everything|anything|something|secrets|examples|names|details|list",

@@ -73,18 +73,20 @@ LEXICON: dict[str, str] = {
     r"alguien más|cualquier otra persona|todos los usuarios|todas las cuentas|todo el mundo|"
     r"todos(?! (?:mis|tus|los|las|nuestros|sus|mi)\b)|los demás(?: usuarios)?|"
     r"las demás personas|tus otros usuarios|la persona (?:que|quien) (?:te usó|habló contigo) "
-    r"antes|el usuario anterior|(?:el )?usuario (?:número |no |id |#)?\d+|"
+    r"antes|(?:el )?usuario anterior|la persona anterior|(?:el )?usuario (?:número |no |id |#)?\d+|"
     r"cada usuario",
     "private_nouns": r"recuerdos|memorias|memoria|notas|conversaciones|conversación|chats|historial"
     r"(?: de chat| de conversaciones)?|mensajes|datos|perfil|perfiles|secretos|registros|"
-    r"transcripciones|información personal",
+    r"transcripciones|información personal|nombres?",
     "private_link": r"(?:de|del)(?: (?:la|los|las|el))? ",
     "addressed": r"hola|oye|vale|bueno|y|ahora|luego|también|escucha|mira|por favor|puedes|"
     r"podrías|quiero que|necesito que|venga|me",
     "request_any": r"quiero (?:ver|leer|saber|oír)|déjame (?:ver|leer)|qué hay en|qué dicen",
     "speaker_mention": r"que (?:te )?(?:mencioné|conté|conozco|invité)",
     "tool_lead": r"usa (?:tus|las) herramientas para",
-    "request": r"lee|léeme|muestra|muéstrame|enséñame|enseña|dime|dame|cuéntame|lista|revela|"
+    "access": r"(?:dame|concédeme|otórgame) (?:el )?acceso (?:a|al)|acceso (?:a|al)",
+    "request": r"lee|léeme|muestra|muéstrame|mostrame|mostrá|enséñame|enseña|dime|dame|cuéntame|"
+    r"lista|revela|"
     r"exporta|envía|envíame|manda|mándame|comparte|abre|carga|busca|accede a|consulta|recupera",
     "destroy": r"borra|elimina|olvida|limpia|resetea|destruye|suprime|vacía|borrar|eliminar|"
     r"olvidar|limpiar|resetear|destruir|suprimir|vaciar",

@@ -84,7 +84,7 @@ LEXICON: dict[str, str] = {
     r"(?:numéro |n |id )?\d+",
     "private_nouns": r"souvenirs|notes|mémoires|mémoire|conversations|conversation|historique"
     r"(?: des conversations| de chat| des discussions)?|messages|données|profil|profils|secrets|"
-    r"échanges|discussions|journaux",
+    r"échanges|discussions|journaux|noms?",
     "private_link": r"(?:de |des |du |d')(?:la |les |l')?",
     "addressed": r"salut|hé|ok|alors|et|maintenant|puis|écoute|regarde|s'il te plaît|stp|"
     r"peux tu|pourrais tu|je veux que tu|vas y|moi",
@@ -93,6 +93,7 @@ LEXICON: dict[str, str] = {
     "speaker_mention": r"que (?:je )?(?:t'ai )?(?:mentionnée?s?|connais|rencontrée?s?|invitée?s?)",
     "told_by_me": r"\bje (?:t'ai|vous ai)\b",
     "tool_lead": r"(?:utilise|sers toi de) (?:tes|les) (?:outils|fonctions) pour",
+    "access": r"(?:donne|accorde)(?: moi)? (?:l'|un )?accès (?:à|au|aux)|accès (?:à|au|aux)",
     "request": r"lis|montre|affiche|donne|dis moi|dis|liste|révèle|exporte|envoie|partage|ouvre|"
     r"charge|cherche|raconte|accède à|récupère",
     "destroy": r"efface|supprime|oublie|vide|réinitialise|détruis|élimine|effacer|supprimer|"
