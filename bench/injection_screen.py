@@ -5,7 +5,9 @@
 The set is bench/data/injection_set.jsonl: benign lines a companion hears (including ones that
 share words with attacks), attacks by category, and paraphrases, in English, Spanish, German and
 French. Its "dev" split was written before the new detector and tuned on; its "fresh" split was
-written afterwards and measured once before any change it prompted (figures in RESULTS.md).
+written afterwards and measured once before any change it prompted (figures in RESULTS.md); its
+"probe" split was written later still to look for misses, which were fixed in general terms
+where that was safe (the two left are in the set too).
 
 The baseline is the detector at REV (default 1a82b56, the screen before this work), loaded
 from `git show` into a temporary package, so both run in the same process on the same machine.
@@ -278,7 +280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "The fresh split was written after the new detector was tuned on the dev split; "
         "its first measurement, before any change it prompted: 0 of 60 benign refused, "
         "34 of 38 attacks caught (the four misses were then fixed in general terms, so the "
-        "fresh figures below are no longer unseen). A flagged line is a refusal.",
+        "fresh figures below are no longer unseen). The probe split was written after that to "
+        "hunt for misses; the screen at 016b96f, before any change it prompted, refused 5 of "
+        "its 99 benign lines and missed 18 of its 60 attacks. Those were fixed in general terms "
+        "except a benign line quoting an override and a request for notes 'about other "
+        "people' (ambiguous with the person's own family); both stay in the set. A flagged "
+        "line is a refusal.",
         "",
         *quality,
         "",
