@@ -32,6 +32,7 @@ from livekit.plugins import silero
 from core.config import EmbeddingProvider, load_settings
 from core.errors import CompanionError, InvalidIdentity
 from infrastructure.local_embedder import LocalEmbedder
+from infrastructure.model_clients import tls_context
 from livekit_layer.companion_session import CompanionSession, SessionUser
 from livekit_layer.job import end_job, log_fields_for
 from livekit_layer.session_models import build_session, companion_stt, companion_voice
@@ -50,15 +51,18 @@ logger = logging.getLogger("companion.agent")
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Once per job process: settings, Silero VAD and (EMBEDDING_PROVIDER=local) the embedder.
+    """Once per job process, before its job arrives: settings, Silero VAD, the TLS context of
+    the model-server clients and (EMBEDDING_PROVIDER=local) the embedder.
 
     Both models run on ONNX Runtime (no torch): well under a second together, inside LiveKit's
-    10 s initialize_process_timeout. The pool, cache and batcher open in the job itself: they
-    are bound to the job's event loop, which does not exist yet here.
+    10 s initialize_process_timeout. The pool, cache, batcher and HTTP clients open in the job
+    itself: they are bound to the job's event loop, which does not exist yet here. Migrations
+    are the worker's (at its start), not the job's.
     """
     settings = load_settings()
     proc.userdata["settings"] = settings
     proc.userdata["vad"] = silero.VAD.load()
+    proc.userdata["tls"] = tls_context()
     if settings.embedding_provider is EmbeddingProvider.LOCAL:
         proc.userdata["embedder"] = LocalEmbedder.load()
 
@@ -264,7 +268,8 @@ class CompanionAgent(Agent):
 # initialize_process_timeout. The forkserver resolves "agent" against its working directory
 # (Python 3.11's forkserver ignores sys.path): start the worker from the project root, as the
 # README does; elsewhere each job process imports the modules itself, only slower.
-PRELOADED_MODULES = ["agent", "onnxruntime", "tokenizers"]
+# httpcore: httpx imports it only when a job opens its first client (~70 ms under load).
+PRELOADED_MODULES = ["agent", "onnxruntime", "tokenizers", "httpcore"]
 
 server = CompanionServer(setup_fnc=prewarm, preload_modules=PRELOADED_MODULES)
 
@@ -285,7 +290,10 @@ async def entrypoint(ctx: JobContext) -> None:
         return
     ctx.log_context_fields = {**ctx.log_context_fields, "user_id": str(user_id)}
     try:
-        services = await build_services(settings, local_embedder=ctx.proc.userdata.get("embedder"))
+        services = await build_services(
+            settings, local_embedder=ctx.proc.userdata.get("embedder"),
+            tls=ctx.proc.userdata.get("tls"),
+        )
     except CompanionError as err:
         # The database is unreachable or its schema behind: say what to do and leave the room.
         logger.error("the job cannot start: %s", err)

@@ -7,6 +7,7 @@ connection pool to its model server. Uplift TTS reuses the httpx client.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 import httpx
@@ -18,6 +19,16 @@ from core.errors import LLMUnavailable
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+
+
+def tls_context() -> ssl.SSLContext:
+    """What model-server connections verify TLS with: the CA bundle (or SSL_CERT_FILE).
+
+    Reading the bundle takes 50-200 ms on a busy machine, once per client; a job process
+    builds it in prewarm, before its job arrives, and hands it to `ModelClients.create`. It
+    holds no connection and belongs to no event loop, so it is safe to share.
+    """
+    return httpx.create_ssl_context()
 
 
 class ModelClients:
@@ -32,9 +43,11 @@ class ModelClients:
         self._openai = openai
 
     @classmethod
-    def create(cls, settings: Settings) -> ModelClients:
+    def create(cls, settings: Settings, *, tls: ssl.SSLContext | None = None) -> ModelClients:
+        """Open the clients; `tls` is the prewarmed `tls_context()` (built here if None)."""
         http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.openai_timeout_s, connect=CONNECT_TIMEOUT_S)
+            timeout=httpx.Timeout(settings.openai_timeout_s, connect=CONNECT_TIMEOUT_S),
+            verify=tls if tls is not None else tls_context(),
         )
         openai_client = None
         if settings.has_llm_credentials or (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -156,7 +157,10 @@ def build_embedder(
 
 
 async def build_services(
-    settings: Settings, *, local_embedder: LocalEmbedder | None = None
+    settings: Settings,
+    *,
+    local_embedder: LocalEmbedder | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Services:
     """Open the database, model clients, cache, embedder and batcher; build every service.
 
@@ -170,6 +174,7 @@ async def build_services(
         settings: parsed settings.
         local_embedder: the model prewarm loaded (EMBEDDING_PROVIDER=local); owned by the
             caller, so it is not closed with the services.
+        tls: the TLS context prewarm built (`model_clients.tls_context()`); built here if None.
     """
     opened: list[Any] = []
     try:
@@ -182,7 +187,7 @@ async def build_services(
         opened.append(pool)
         # Migrations are the worker's (at its start) or `manage.py migrate`'s, never a job's.
         await migrations.require_current(pool)
-        models = ModelClients.create(settings)
+        models = ModelClients.create(settings, tls=tls)
         opened.append(models)
         cache = await RedisCache.create(settings)
         opened.append(cache)
