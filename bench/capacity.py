@@ -330,9 +330,14 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
         await migrations.migrate(dsn, settings)  # once, before any job
         services = await build_services(settings)
         context = mp.get_context("forkserver")
-        # What AgentServer preloads in the forkserver on Linux, in its order.
+        # What AgentServer preloads in the forkserver on Linux, in its order: the plugins,
+        # the product's own list (with this bench's job module, which stands in for the
+        # entrypoint in `agent`), then LiveKit's warm-up.
         context.set_forkserver_preload(
-            list(dict.fromkeys(p.package for p in Plugin.registered_plugins))
+            list(dict.fromkeys(
+                [p.package for p in Plugin.registered_plugins] + agent.PRELOADED_MODULES
+                + ["bench.capacity_job"]
+            ))
             + ["livekit.agents.ipc._preload", "livekit.agents.ipc._preload_freeze"]
         )
         pg_pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
