@@ -268,8 +268,17 @@ class CompanionAgent(Agent):
 # initialize_process_timeout. The forkserver resolves "agent" against its working directory
 # (Python 3.11's forkserver ignores sys.path): start the worker from the project root, as the
 # README does; elsewhere each job process imports the modules itself, only slower.
-# httpcore: httpx imports it only when a job opens its first client (~70 ms under load).
-PRELOADED_MODULES = ["agent", "onnxruntime", "tokenizers", "httpcore"]
+# httpcore: httpx imports it only when a job opens its first client (~70 ms under load). The
+# rest the SDKs a session talks through import lazily, on first use: httpcore's anyio backend,
+# the OpenAI client's chat, audio and model resources and its stream parser, and the
+# framework's tool machinery; bench/capacity.py saw every job import them on its event loop
+# during the greeting and first turn (0.1-0.5 s each under load).
+PRELOADED_MODULES = [
+    "agent", "onnxruntime", "tokenizers",
+    "httpcore", "anyio._backends._asyncio", "anyio.streams.stapled", "anyio.streams.memory",
+    "openai.resources.chat.chat", "openai.resources.audio.audio", "openai.resources.models",
+    "numpy.ma", "livekit.agents.llm.async_toolset",
+]
 
 server = CompanionServer(setup_fnc=prewarm, preload_modules=PRELOADED_MODULES)
 
