@@ -336,7 +336,8 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
         context.set_forkserver_preload(
             list(dict.fromkeys(
                 [p.package for p in Plugin.registered_plugins] + agent.PRELOADED_MODULES
-                + ["bench.capacity_job"]
+                # LiveKit's fake-job room is a unittest.mock object; a real room is not.
+                + ["bench.capacity_job", "unittest.mock"]
             ))
             + ["livekit.agents.ipc._preload", "livekit.agents.ipc._preload_freeze"]
         )
@@ -347,7 +348,9 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
                               "openai_stub": stub.proc.pid}}
         for n in [int(x) for x in args.sessions.split(",")]:
             previous = rounds[-1]["summary"] if rounds else None
-            if previous and previous["verdict"]["breaks"] and not args.keep_going:
+            if previous and previous["verdict"]["breaks"] and (
+                not args.keep_going or previous["verdict"]["hard"]
+            ):
                 break
             if previous and not fits(previous, n):
                 print(f"N={n}: not run, the machine does not have the memory free", flush=True)
@@ -357,6 +360,7 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
             raw = await run_round(n, args, ctx)
             summary = summarize(raw, limits)
             rounds.append({"raw": raw, "summary": summary})
+            save(args, report(args, run, limits, rounds))  # an interrupted sweep keeps these
             print(json.dumps(summary["headline"]), flush=True)
             if raw["profiles"]:
                 print(json.dumps(raw["profiles"], indent=1)[:6000], flush=True)
@@ -365,9 +369,22 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
         stub.stop()
         redis.kill()
         pg.destroy()
+    return report(args, run, limits, rounds)
+
+
+def report(args: argparse.Namespace, run: Path, limits: Limits,
+           rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {"machine": machine(), "label": args.label, "limits": limits.__dict__,
             "ramp_s": args.ramp_s, "memories": args.memories, "run_dir": str(run),
             "command": "python " + " ".join(sys.argv), "rounds": rounds}
+
+
+def save(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    if args.json:
+        args.json.write_text(json.dumps(report, default=str))
+    if args.write and report["rounds"]:
+        plot(report, PNG)
+        write_section("capacity", markdown(report))
 
 
 def parse_args() -> argparse.Namespace:
@@ -386,7 +403,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--initialize-timeout-s", type=float, default=INITIALIZE_TIMEOUT_S,
                         help="LiveKit's initialize_process_timeout (its default: 10 s)")
     parser.add_argument("--keep-going", action="store_true",
-                        help="run every N even after one broke")
+                        help="go on past a latency or lookup limit; stop only at a failed "
+                        "turn or memory over budget")
     parser.add_argument("--profile", type=int, default=0,
                         help="at this N, sample two job processes with py-spy")
     parser.add_argument("--profile-s", type=float, default=30.0)
@@ -399,14 +417,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    report = asyncio.run(sweep(args))
-    text = markdown(report)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(report, default=str))
-    if args.write:
-        plot(report, PNG)
-        write_section("capacity", text)
+    result = asyncio.run(sweep(args))
+    print(markdown(result))
+    save(args, result)
 
 
 if __name__ == "__main__":

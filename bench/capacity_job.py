@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -174,6 +175,7 @@ async def entrypoint(ctx: JobContext) -> None:
     """The job: as agent.entrypoint, for the user and with the audio the metadata gives."""
     plan = json.loads(ctx.job.metadata)
     cpu_started, started = time.process_time(), time.time()
+    modules = set(sys.modules)
     # The job's API key tells the loopback server whose requests it is answering.
     settings = ctx.proc.userdata["settings"].model_copy(
         update={"openai_api_key": SecretStr(plan["key"])}
@@ -209,5 +211,7 @@ async def entrypoint(ctx: JobContext) -> None:
         "memory_lookup_ms": services.rag.context_ms.values(),
         "memory_wait_ms": companion.turn_ms.values(),
         "retrieval": services.retrieval.stats(), "rag": services.rag.stats(),
+        # Imported on the job's event loop (first use), not in the forkserver.
+        "imported": sorted(set(sys.modules) - modules),
     })
     ctx.shutdown(reason="conversation over")

@@ -151,7 +151,8 @@ def summarize(raw: dict[str, Any], limits: Limits) -> dict[str, Any]:
                  raw["load_after"][0]],
         "refused_transcriptions": raw["server"]["refused_transcriptions"],
         "log_counts": dict(Counter(raw["log_counts"]).most_common(8)),
-        "verdict": {"breaks": bool(reasons), "reasons": reasons},
+        "verdict": {"breaks": bool(reasons), "reasons": reasons,
+                    "hard": bool(failed) or footprint_gb > limits.memory_gb},
     }
     summary["headline"] = {k: summary[k] for k in (
         "n", "failed", "lookup_ms", "over_budget", "net_ms", "e2e_ms", "jobs_cores",
