@@ -180,7 +180,9 @@ async def entrypoint(ctx: JobContext) -> None:
     settings = ctx.proc.userdata["settings"].model_copy(
         update={"openai_api_key": SecretStr(plan["key"])}
     )
-    services = await build_services(settings, local_embedder=ctx.proc.userdata.get("embedder"))
+    services = await build_services(
+        settings, local_embedder=ctx.proc.userdata.get("embedder"), tls=ctx.proc.userdata.get("tls")
+    )
     companion: CompanionSession | None = None
     session: AgentSession[Any] | None = None
     voices: SessionVoices | None = None
