@@ -195,7 +195,8 @@ def quality_tables(rows: Sequence[Row], results: dict[str, list[bool]]) -> list[
     add("all", None)
     add("language ", lambda r: r.lang)
     add("split ", lambda r: r.split)
-    add("attack paraphrases ", lambda r: "yes" if r.paraphrase else "no")
+    add("", lambda r: "benign lines" if not r.attack else (
+        "attacks, paraphrased" if r.paraphrase else "attacks, canonical wording"))
     return lines
 
 
