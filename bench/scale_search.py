@@ -56,7 +56,7 @@ class Synth:
         centers = self.rng.normal(size=(TOPICS, DIM)).astype(np.float32)
         self.centers = centers / np.linalg.norm(centers, axis=1, keepdims=True)
         syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "be", "da", "fe", "go"]
-        words = set()
+        words: set[str] = set()
         while len(words) < VOCAB:
             n = int(self.rng.integers(2, 5))
             words.add("".join(self.rng.choice(syllables, size=n)))

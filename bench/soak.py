@@ -453,7 +453,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         dsn = pg.dsn_for("soak")
         redis.start()
         stub.start()
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             _env_file=None,
             database_url=dsn,
             redis_url=redis.url,

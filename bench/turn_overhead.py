@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from livekit.agents import Agent, AgentSession, llm, stt  # noqa: E402
+from livekit.agents.language import LanguageCode  # noqa: E402
 
 from agent import CompanionAgent  # noqa: E402
 from core.config import Settings  # noqa: E402
@@ -103,7 +104,9 @@ def turn_texts(n: int, rng: random.Random) -> list[str]:
     return out
 
 
-def chat_context(history: list[tuple[str, str]], text: str) -> llm.ChatContext:
+def chat_context(
+    history: list[tuple[Literal["user", "assistant"], str]], text: str
+) -> llm.ChatContext:
     ctx = llm.ChatContext.empty()
     ctx.add_message(role="system", content="You are Veda, a close friend.")
     for role, said in history[-6:]:
@@ -132,7 +135,7 @@ async def measure_turns(
     """(baseline, ours) percentiles in ms over `texts` and the RAG timeouts among them; turns
     are spaced as in a conversation."""
     services = companion.services
-    history: list[tuple[str, str]] = []
+    history: list[tuple[Literal["user", "assistant"], str]] = []
     base_ms: list[float] = []
     ours_ms: list[float] = []
     timeouts_before = services.rag.stats()["timeouts"]
@@ -220,7 +223,7 @@ async def _heard(queue: asyncio.Queue[str]) -> AsyncIterator[stt.SpeechEvent]:
         yield stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH)
         yield stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            alternatives=[stt.SpeechData(language="en", text=text)],
+            alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text)],
         )
         yield stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH)
 
@@ -295,8 +298,8 @@ async def measure_voice(services: Services, user_id: uuid.UUID, turns: int) -> d
     return {"baseline": percentiles(base_ms), "ours": percentiles(ours_ms)}
 
 
-def bench_settings(dsn: str, redis_url: str, tmp: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
+def bench_settings(dsn: str, redis_url: str, tmp: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
         "database_url": dsn,
         "redis_url": redis_url,
         "redis_enabled": True,
@@ -306,7 +309,7 @@ def bench_settings(dsn: str, redis_url: str, tmp: Path, **overrides: object) -> 
         "openai_base_url": None,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 async def seed(services: Services, sizes: list[int], rng: random.Random) -> dict[int, uuid.UUID]:
@@ -409,7 +412,7 @@ def report(
         f"{args.load_before:.1f} before, {os.getloadavg()[0]:.1f} after), "
         f"Python {platform.python_version()}; "
         "Postgres 16 + pgvector (HNSW) and redis-server on loopback; RAG budget "
-        f"{Settings(_env_file=None).rag_budget_ms} ms (default). "  # type: ignore[call-arg]
+        f"{Settings(_env_file=None).rag_budget_ms} ms (default). "
         f"{args.turns} measured turns per row (after {args.warmup} warm-up), each a new text "
         "(no embedding cache hit), spaced like a conversation.",
         "",

@@ -336,7 +336,7 @@ def load_settings(**overrides: Any) -> Settings:
     """
     settings = _parse(**overrides)
     env_file = overrides.get("_env_file", ".env")
-    supabase = SupabaseKeys(_env_file=env_file).names()  # type: ignore[call-arg]
+    supabase = SupabaseKeys(_env_file=env_file).names()
     if supabase and settings.database_url is None:
         verb = "is" if len(supabase) == 1 else "are"
         raise ConfigError(

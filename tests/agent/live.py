@@ -51,11 +51,13 @@ async def start_live(
     return conversation
 
 
-async def wait_until(predicate: Callable[[], bool], *, timeout: float = 20.0) -> None:
-    """Poll `predicate` until it holds; fail after `timeout` (a hang guard, not a measure)."""
+async def wait_until(predicate: Callable[[], bool], *, give_up_s: float = 120.0) -> None:
+    """Poll `predicate` until it holds; fail after `give_up_s` (a hang guard, not a measure)."""
 
     async def poll() -> None:
-        while not predicate():
+        while True:
+            if predicate():
+                return
             await asyncio.sleep(0.02)
 
-    await asyncio.wait_for(poll(), timeout)
+    await asyncio.wait_for(poll(), give_up_s)

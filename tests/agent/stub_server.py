@@ -51,7 +51,8 @@ def companion_brain(body: dict[str, Any]) -> Any:
         if noted:
             return f"Welcome back! Last time you told me: {noted.group(1)[:300]}"
         return "Hello! It's good to hear from you."
-    text = last.get("content") if isinstance(last.get("content"), str) else ""
+    content = last.get("content")
+    text = content if isinstance(content, str) else ""
     if re.search(r"\bremember\b", text, re.IGNORECASE):
         return {"tool": "remember", "args": {"category": "FACT", "key": "note", "value": text}}
     return f"You said: {text}"

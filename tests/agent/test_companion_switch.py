@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
+from livekit.agents import tts
 from livekit.agents.utils import is_given
 
 from agent import CompanionAgent
@@ -27,6 +28,7 @@ from tests.agent.conftest import (
     start_conversation,
 )
 from tests.agent.live import start_live
+from tests.support.openai_server import OpenAIStubServer
 from tests.support.scripted_llm import ScriptedLLM, all_text
 
 pytestmark = pytest.mark.agent
@@ -198,7 +200,7 @@ async def test_a_spoken_turn_calling_another_companion_hands_over_and_calling_ba
 
 
 async def test_each_companion_speaks_with_its_own_voice_and_the_default_keeps_the_sessions(
-    services: Services,
+    services: Services, stub: OpenAIStubServer
 ) -> None:
     user_id = uuid.uuid4()
     await services.users.ensure(user_id)
@@ -210,8 +212,11 @@ async def test_each_companion_speaks_with_its_own_voice_and_the_default_keeps_th
         # Veda has no voice of her own: the agent leaves the session's TTS in place.
         assert not is_given(CompanionAgent(veda_session).tts)
         luna_tts = CompanionAgent(luna_session).tts
-        assert is_given(luna_tts)
-        assert luna_tts._opts.voice == "coral"  # noqa: SLF001 - the option under test
+        assert isinstance(luna_tts, tts.TTS)
+        async with luna_tts.synthesize("Hello from Luna") as stream:
+            await stream.collect()
+        [spoken] = stub.requests_to("/v1/audio/speech")
+        assert spoken.json["voice"] == "coral"
     finally:
         await veda_session.close(wait=True)
         await luna_session.close(wait=True)

@@ -7,10 +7,12 @@ import logging
 import subprocess
 import sys
 import uuid
+from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
 from livekit.agents import AgentSession
+from livekit.agents.voice.run_result import RunResult
 
 from agent import CompanionAgent
 from core.config import DEFAULT_DEV_USER_ID, PROJECT_ROOT
@@ -137,7 +139,7 @@ async def test_a_tool_in_one_users_session_cannot_write_for_another_user(service
     session = AgentSession(llm=model, userdata=SessionUser(bob, bob_session.companion.id))
     await session.start(CompanionAgent(alice_session))
 
-    result = await session.run(user_input="remember my pet")
+    result: RunResult[Any] = await session.run(user_input="remember my pet")
     output = next(e.item for e in result.events if e.type == "function_call_output")
     assert output.is_error and "another user" in output.output
     result = await session.run(user_input="call me Mallory")

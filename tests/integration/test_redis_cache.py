@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration
 WAIT_S = 20.0
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout
+async def wait_until(condition: Callable[[], bool], give_up_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + give_up_s
     while time.monotonic() < deadline:
         if condition():
             return True
@@ -80,7 +80,9 @@ def resume(server: RedisProcess) -> None:
 async def raw_get(url: str, key: str) -> str | None:
     client = aioredis.Redis.from_url(url, decode_responses=True)
     try:
-        return await client.get(key)
+        value = await client.get(key)
+        assert value is None or isinstance(value, str)
+        return value
     finally:
         await client.aclose()
 

@@ -68,7 +68,7 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     async with OpenAIStubServer(chat_script=marker_brain) as stub:
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             _env_file=None,
             database_url=args.dsn,
             batch_spool_dir=Path(args.spool),

@@ -137,6 +137,7 @@ async def test_returned_values_are_copies_that_cannot_change_the_cache() -> None
     await cache.set_json("k", {"items": [1, 2]})
 
     got = await cache.get_json("k")
+    assert got is not None
     got["items"].append(3)
 
     assert await cache.get_json("k") == {"items": [1, 2]}

@@ -248,9 +248,8 @@ def test_fitting_talk_feeds_the_fitting_need() -> None:
 
 
 def test_the_most_pressing_need_is_the_least_satisfied() -> None:
-    assert Needs(social=0.9, intellectual=0.1, creative=0.5, rest=0.8).most_pressing() == (
-        "intellectual", pytest.approx(0.9)
-    )
+    need, urgency = Needs(social=0.9, intellectual=0.1, creative=0.5, rest=0.8).most_pressing()
+    assert need == "intellectual" and urgency == pytest.approx(0.9)
 
 
 @given(share, st.floats(min_value=0, max_value=1e8))

@@ -109,13 +109,14 @@ def test_the_turn_next_to_a_strong_match_rises_above_an_equal_one_elsewhere() ->
 
 def test_priors_break_near_ties_recent_important_used_in_window_and_saved_facts() -> None:
     base = {f"f{i}": cand(f"f{i}", sim=0.3) for i in range(6)}
-    for field, value in [
+    priors: list[tuple[str, Any]] = [
         ("at", NOW - timedelta(days=1)),
         ("importance", 0.95),
         ("access_count", 9),
         ("in_window", True),
         ("kind", "explicit"),
-    ]:
+    ]
+    for field, value in priors:
         pool = {**base, "x": cand("x", sim=0.3, **{field: value})}
         assert names(score(pool), pool)[0] == "x", field
 

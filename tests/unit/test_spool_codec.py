@@ -5,7 +5,7 @@ import os
 import threading
 import time
 import uuid
-from datetime import date, datetime, timedelta, timezone, UTC
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
