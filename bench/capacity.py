@@ -194,7 +194,7 @@ async def run_round(n: int, args: argparse.Namespace, ctx: dict[str, Any]) -> di
         return record
 
     pool = ProcPool(
-        initialize_process_fnc=agent.server.setup_fnc, job_entrypoint_fnc=entrypoint,
+        initialize_process_fnc=agent.prewarm, job_entrypoint_fnc=entrypoint,
         session_end_fnc=None, simulation_end_fnc=None, num_idle_processes=n,
         initialize_timeout=args.initialize_timeout_s, close_timeout=SHUTDOWN_TIMEOUT_S,
         session_end_timeout=SESSION_END_TIMEOUT_S, inference_executor=None,
@@ -236,7 +236,8 @@ async def run_round(n: int, args: argparse.Namespace, ctx: dict[str, Any]) -> di
         executor = pool.get_by_job_id(job.id)
         if executor is not None:
             launched.add(id(executor))
-            sampler.pids[index] = executor.pid or 0
+            # A process executor (the kind ProcPool starts) knows its pid.
+            sampler.pids[index] = getattr(executor, "pid", None) or 0
         plans.append({**plan, "launched_at": time.time()})
     pool.set_target_idle_processes(0)  # no new processes once these jobs end
     launching.set_result(None)
@@ -261,9 +262,9 @@ async def run_round(n: int, args: argparse.Namespace, ctx: dict[str, Any]) -> di
     stub_side = await ctx["stub"].take()
     jobs = []
     for plan in plans:
-        out = Path(plan["out"])
+        out = Path(str(plan["out"]))
         result = json.loads(out.read_text()) if out.exists() else None
-        end = Path(plan["out"] + ".end")
+        end = Path(f"{plan['out']}.end")
         jobs.append({"plan": plan, "result": result,
                      "end": json.loads(end.read_text()) if end.exists() else None})
     return {
@@ -326,7 +327,7 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
         pg.psql("create database capacity")
         dsn = pg.dsn_for("capacity")
         os.environ.update(job_environment(pg, redis, stub, run, dsn))
-        settings = Settings(_env_file=None)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None)
         await migrations.migrate(dsn, settings)  # once, before any job
         services = await build_services(settings)
         context = mp.get_context("forkserver")

@@ -75,7 +75,7 @@ def summarize(raw: dict[str, Any], limits: Limits) -> dict[str, Any]:
     failures: Counter[str] = Counter()
     e2e, server, net, lookup, wait, cpu_per_job, end_job = [], [], [], [], [], [], []
     endpointing, after = [], []
-    turns = done_at = over_budget = lookups = 0
+    turns = over_budget = lookups = 0
     finished: list[float] = []
     for job in raw["jobs"]:
         result, plan = job["result"], job["plan"]
@@ -107,7 +107,7 @@ def summarize(raw: dict[str, Any], limits: Limits) -> dict[str, Any]:
             if waited is not None:
                 endpointing.append(waited * 1000)
                 after.append(turn["e2e_ms"] - spent - waited * 1000)
-    done_at = min(finished) if finished else raw["ended"]
+    done_at = float(min(finished) if finished else raw["ended"])
     steady = _window(raw["samples"], raw["last_launch"], done_at)
     jobs_cores, machine_cores = _cores(steady)
     totals = [sum(r["pss"].values()) for r in raw["samples"]] or [0.0]
