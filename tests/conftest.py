@@ -20,6 +20,7 @@ from infrastructure.model_clients import ModelClients
 from tests.support.servers import PostgresProcess, RedisProcess
 
 TEMPLATE_DB = "companion_template"
+GENEROUS_DB_WAIT_S = 60.0
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +128,11 @@ def make_settings(tmp_path: Path):
             "redis_enabled": False,
             "openai_api_key": None,
             "openai_base_url": None,
+            # The product's database time limits are seconds; a test on a loaded 2-core machine
+            # must not fail on a slow answer it did not ask about. Tests of those limits (a
+            # frozen server) set their own.
+            "db_command_timeout_s": GENEROUS_DB_WAIT_S,
+            "db_acquire_timeout_s": GENEROUS_DB_WAIT_S,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)
