@@ -37,7 +37,7 @@ from uplift_tts import build_tts  # noqa: E402
 async def first_turns() -> list[str]:
     async with OpenAIStubServer(chat_script=lambda body: "Hello there.") as stub:
         before = set(sys.modules)
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             _env_file=None, openai_base_url=stub.base_url, openai_api_key="key",
             llm_model="stub-model", tts_provider="openai",
         )
