@@ -361,7 +361,7 @@ class UserService:
         cached = await self._cache.get_json(key)
         if isinstance(cached, dict):
             return cached.get("summary")
-        summary = await self._pool.fetchval(
+        summary: str | None = await self._pool.fetchval(
             "select profile_summary from public.companions where id = $2 and user_id = $1",
             user_id, companion_id,
         )
@@ -391,4 +391,5 @@ class UserService:
                 "this companion does not exist for this user",
                 suggestion="refresh the summary of one of the user's own companions",
             )
-        return row["profile_summary"]
+        stored: str | None = row["profile_summary"]
+        return stored
