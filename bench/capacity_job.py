@@ -92,6 +92,7 @@ class Call:
         self.user_metrics: dict[str, float] = {}
         self.audio_starts: list[float] = []
         self.listening = asyncio.Event()
+        self.answered: set[str] = set()  # replies of turns already over
         session.on("conversation_item_added", self._on_item)
         session.on("agent_state_changed", self._on_state)
         self.loudspeaker.on("playback_started", lambda ev: self.audio_starts.append(ev.created_at))
@@ -111,13 +112,19 @@ class Call:
         else:
             self.listening.clear()
 
-    async def heard(self) -> tuple[llm.ChatMessage, Playback]:
-        """The next reply and its audio, once the companion listens again."""
+    async def heard(self, expected: str | None = None) -> tuple[llm.ChatMessage, Playback, int]:
+        """The next reply (the next one saying `expected`, when given) and its audio, once the
+        companion listens again; and how many earlier turns' late replies came first."""
+        late = 0
         async with asyncio.timeout(TURN_TIMEOUT_S):
-            reply = await self.replies.get()
-            played = await self.loudspeaker.played.get()
+            while True:
+                reply = await self.replies.get()
+                played = await self.loudspeaker.played.get()
+                if expected is None or (reply.text_content or "") not in self.answered:
+                    break
+                late += 1  # the reply to a turn that had already given up waiting
             await self.listening.wait()
-        return reply, played
+        return reply, played, late
 
     def unexpected(self) -> int:
         """Replies and audio nobody asked for (nudges, apologies): dropped, and counted."""
@@ -133,9 +140,12 @@ class Call:
         voice_ended = self.microphone.say_timed(utterance)
         outcome: dict[str, Any] = {"says": turn.says, "unexpected_before": extra}
         try:
-            reply, played = await self.heard()
+            reply, played, late = await self.heard(turn.reply)
         except TimeoutError:
+            self.answered.add(turn.reply)
             return {**outcome, "ok": False, "why": f"no reply within {TURN_TIMEOUT_S:.0f} s"}
+        self.answered.add(turn.reply)
+        outcome["late_replies"] = late
         ended = voice_ended.result() if voice_ended.done() else None
         first = next((t for t in self.audio_starts if ended is not None and t >= ended), None)
         text = reply.text_content or ""
@@ -157,12 +167,13 @@ class Call:
 
     async def converse(self, utterances: list[Utterance]) -> dict[str, Any]:
         try:
-            greeting, played = await self.heard()
+            greeting, played, _ = await self.heard()
             greeted = (greeting.text_content or "") == GREETING
         except TimeoutError:
             greeted = False
         else:
             await asyncio.sleep(played.duration + THINK_S)
+        self.answered.add(GREETING)
         turns = [await self.turn(t, u) for t, u in zip(TURNS, utterances, strict=True)]
         return {"greeted": greeted, "turns": turns, "unexpected_after": self.unexpected()}
 
@@ -213,6 +224,7 @@ async def entrypoint(ctx: JobContext) -> None:
         "memory_lookup_ms": services.rag.context_ms.values(),
         "memory_wait_ms": companion.turn_ms.values(),
         "retrieval": services.retrieval.stats(), "rag": services.rag.stats(),
+        "mood": services.personality.stats(), "session": companion.stats(),
         # Imported on the job's event loop (first use), not in the forkserver.
         "imported": sorted(set(sys.modules) - modules),
     })
