@@ -34,6 +34,7 @@ import logging
 import multiprocessing as mp
 import os
 import random
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -377,11 +378,11 @@ def report(args: argparse.Namespace, run: Path, limits: Limits,
            rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {"machine": machine(), "label": args.label, "limits": limits.__dict__,
             "ramp_s": args.ramp_s, "memories": args.memories, "run_dir": str(run),
-            "command": "python " + " ".join(sys.argv), "rounds": rounds}
+            "command": "python " + shlex.join(sys.argv), "rounds": rounds}
 
 
 def save(args: argparse.Namespace, report: dict[str, Any]) -> None:
-    if args.json:
+    if args.json and not args.from_json:
         args.json.write_text(json.dumps(report, default=str))
     if args.write and report["rounds"]:
         plot(report, PNG)
@@ -411,6 +412,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile-s", type=float, default=30.0)
     parser.add_argument("--label", default="", help="what this run is, e.g. 'before ONNX'")
     parser.add_argument("--json", type=Path, help="write everything measured here")
+    parser.add_argument("--from-json", type=Path,
+                        help="run nothing: report the sweep this --json file holds")
     parser.add_argument("--write", action="store_true",
                         help="update bench/RESULTS.md and bench/capacity.png")
     return parser.parse_args()
@@ -418,7 +421,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    result = asyncio.run(sweep(args))
+    if args.from_json:  # render a finished sweep again (after editing the notes, say)
+        result = json.loads(args.from_json.read_text())
+    else:
+        result = asyncio.run(sweep(args))
     print(markdown(result))
     save(args, result)
 

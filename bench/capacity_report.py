@@ -231,8 +231,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_pair(s['end_job_s'], 2)} |"
         )
     broken = next((s for s in rounds if s["verdict"]["breaks"]), None)
-    lines += ["", (f"**Breaks at N = {broken['n']}**: " + "; ".join(broken["verdict"]["reasons"])
-                   + ".") if broken else "**Did not break** in the sessions tried."]
+    hard = next((s for s in rounds if s["verdict"]["hard"]), None)
+    lines += ["", (f"**First limit crossed at N = {broken['n']}**: "
+                   + "; ".join(broken["verdict"]["reasons"]) + ".")
+              if broken else "**Did not break** in the sessions tried."]
+    if hard is not None and hard is not broken:
+        lines += ["", f"**Failed turns or memory over budget from N = {hard['n']}**: "
+                  + "; ".join(hard["verdict"]["reasons"]) + "."]
     if NOTES.exists():
         lines += ["", NOTES.read_text().strip()]
     lines += ["", "![capacity curve](capacity.png)"]
@@ -264,6 +269,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
           ("whole machine", [s["machine_cores"] for s in rounds])],
          float(report["machine"]["cores"])),
     ]
+    axes[0][1].set_yscale("log")
     for ax, title, series, limit in panels:
         for name, values in series:
             ax.plot(ns, [np.nan if v is None else v for v in values], marker="o", label=name)
