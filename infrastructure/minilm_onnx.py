@@ -32,6 +32,9 @@ MODEL_FILE = "model.onnx"
 WEIGHTS_FILE = "model.onnx.data"  # the graph's tensors, memory-mapped by ONNX Runtime
 MANIFEST_FILE = "export.json"
 EXPORT_COMMAND = ".venv/bin/python scripts/export_minilm_onnx.py"
+# Intra-op threads per session; idle ones sleep instead of spinning. On the busy 2-core machine
+# two halved a query's wall time against one at the same CPU per query (bench/job_process.py).
+THREADS = 2
 # Texts and tokens per forward pass. The token cap bounds a pass's working memory (attention
 # grows with texts x tokens^2): 32 texts of 256 tokens would take ~300 MB, 8 take ~25 MB.
 BATCH_SIZE = 32
@@ -99,12 +102,8 @@ class MiniLMOnnx:
         self._tokenizer = tokenizer
 
     @classmethod
-    def load(cls, model_dir: Path | None = None, *, threads: int = 1) -> MiniLMOnnx:
-        """Open the export in `model_dir` (default: `default_model_dir()`).
-
-        One intra-op thread by default: a job process serves one voice session, and several
-        run side by side on few cores, where extra threads only contend.
-        """
+    def load(cls, model_dir: Path | None = None, *, threads: int = THREADS) -> MiniLMOnnx:
+        """Open the export in `model_dir` (default: `default_model_dir()`)."""
         model_dir = model_dir if model_dir is not None else default_model_dir()
         manifest = read_manifest(model_dir)
         if manifest is None:
@@ -131,7 +130,7 @@ class MiniLMOnnx:
             options = ort.SessionOptions()
             options.intra_op_num_threads = max(1, threads)
             options.inter_op_num_threads = 1
-            # Idle workers must not spin: other sessions' processes need the cores.
+            # Idle threads must not spin: other sessions' processes need the cores.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             # Freed after each run rather than kept in an arena that only grows: one long batch
             # (consolidation) would otherwise leave its peak in the process for good.
