@@ -43,8 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import PROJECT_ROOT, _cpu_model, _git_commit, write_section  # noqa: E402
 
 # The shared machine runs other work: the benchmark's processes (and its own load) run at this
-# priority so that they, not the others, decide what is measured (root may raise it).
-NICE = -20 if os.geteuid() == 0 else 0
+# priority so that they, not the others, decide what is measured (root may raise it). While
+# the load phase runs, the machine's other work gets almost no CPU; `--nice 0` avoids that.
+DEFAULT_NICE = -20 if os.geteuid() == 0 else 0
 # main just before the ONNX embedder: prewarm loads sentence-transformers on torch.
 BEFORE_REF = "1d0824d"
 TOPICS = ["my sister's wedding", "the dentist", "my dog Miso", "our trip to Lisbon",
@@ -165,16 +166,16 @@ def children(pid: int) -> list[int]:
             for x in path.read_text().split()]
 
 
-def niced(command: list[str]) -> list[str]:
-    return ["nice", "-n", str(NICE), *command] if NICE else command
+def niced(command: list[str], nice: int) -> list[str]:
+    return ["nice", "-n", str(nice), *command] if nice else command
 
 
-def livekit_worker(source: Path, timeout_s: float) -> dict[str, Any]:
+def livekit_worker(source: Path, timeout_s: float, nice: int) -> dict[str, Any]:
     """`agent.py start` in `source`: LiveKit's real worker starts its idle job processes
     (forkserver on Linux, its own preload list) and runs the setup function in each under
     initialize_process_timeout; its "process initialized" log gives each one's time."""
     worker = subprocess.Popen(
-        niced([sys.executable, "agent.py", "start", "--log-level", "info"]), cwd=source,
+        niced([sys.executable, "agent.py", "start", "--log-level", "info"], nice), cwd=source,
         env={**os.environ, **WORKER_ENV, "PYTHONPATH": str(source)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -225,10 +226,11 @@ def checkout(ref: str, into: Path) -> Path:
     return into
 
 
-def run_child(args: list[str]) -> dict[str, Any]:
+def run_child(args: list[str], nice: int) -> dict[str, Any]:
     env = {**os.environ, "EMBEDDING_PROVIDER": "local", "PYTHONPATH": str(PROJECT_ROOT)}
     done = subprocess.run(
-        niced([sys.executable, __file__, *args]), cwd=PROJECT_ROOT, env=env, capture_output=True,
+        niced([sys.executable, __file__, *args], nice), cwd=PROJECT_ROOT, env=env,
+        capture_output=True,
         text=True, timeout=900,
     )
     if done.returncode != 0:
@@ -240,8 +242,8 @@ def run_child(args: list[str]) -> dict[str, Any]:
 class Burners:
     """`count` processes that each spin one core, for a machine load of `count`."""
 
-    def __init__(self, count: int) -> None:
-        self._procs = [subprocess.Popen(niced([sys.executable, "-c", "while True: pass"]))
+    def __init__(self, count: int, nice: int) -> None:
+        self._procs = [subprocess.Popen(niced([sys.executable, "-c", "while True: pass"], nice))
                        for _ in range(count)]
 
     def stop(self) -> None:
@@ -290,11 +292,11 @@ def run_in(args: argparse.Namespace, sources: dict[str, Path]) -> dict[str, Any]
             "commit": _git_commit(), "load_average_at_start": os.getloadavg()[0],
         },
         "before_ref": args.before_ref,
-        "nice": NICE,
+        "nice": args.nice,
         "loads": {},
     }
     for load in args.loads:
-        burners = Burners(load)
+        burners = Burners(load, args.nice)
         try:
             time.sleep(1.0 if load else 0.0)
             samples: dict[str, list[dict[str, Any]]] = {"before": [], "now": []}
@@ -302,7 +304,7 @@ def run_in(args: argparse.Namespace, sources: dict[str, Path]) -> dict[str, Any]
                 order = ("before", "now") if i % 2 == 0 else ("now", "before")
                 for variant in order:
                     samples[variant].append(
-                        run_child(["--child", variant, "--queries", str(args.queries)])
+                        run_child(["--child", variant, "--queries", str(args.queries)], args.nice)
                     )
                     print(f"load {load} run {i + 1}/{args.runs} {variant}: setup "
                           f"{samples[variant][-1]['setup_s']:.2f} s", file=sys.stderr)
@@ -310,7 +312,9 @@ def run_in(args: argparse.Namespace, sources: dict[str, Path]) -> dict[str, Any]
             for i in range(args.worker_runs):
                 order = ("before", "now") if i % 2 == 0 else ("now", "before")
                 for variant in order:
-                    workers[variant].append(livekit_worker(sources[variant], args.worker_timeout))
+                    workers[variant].append(
+                        livekit_worker(sources[variant], args.worker_timeout, args.nice)
+                    )
                     print(f"load {load} worker {i + 1}/{args.worker_runs} {variant}: "
                           f"{workers[variant][-1]}", file=sys.stderr)
         finally:
@@ -414,6 +418,8 @@ def main() -> None:
     parser.add_argument("--before-ref", default=BEFORE_REF,
                         help="commit whose worker is 'before' (sentence-transformers prewarm)")
     parser.add_argument("--worker-timeout", type=float, default=120.0)
+    parser.add_argument("--nice", type=int, default=DEFAULT_NICE,
+                        help="priority of the benchmark's processes and load (-20 as root)")
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     parser.add_argument("--child", choices=["before", "now"], help=argparse.SUPPRESS)
