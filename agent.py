@@ -154,7 +154,7 @@ class CompanionAgent(Agent):
             key: a short snake_case name for it, such as dog_name or favorite_food
             value: what to remember, such as "Rex, a golden retriever"
         """
-        async with tool_call(self._c, context, writes=True, adds=1) as user:
+        async with tool_call(self._c, context, writes=True) as user:
             memory = await self._c.services.memory.remember(
                 user.user_id, user.companion_id, category, key, value,
                 source={"session_id": str(self._c.conversation.id), "via": "tool"},
@@ -186,7 +186,6 @@ class CompanionAgent(Agent):
         """
         async with tool_call(self._c, context, writes=True) as user:
             count = await self._c.services.memory.forget(user.user_id, user.companion_id, key=key)
-            await self._c.services.limits.forget_usage(user.user_id)
         if count == 0:
             raise ToolError(f"nothing is saved under {key!r}; call what_do_you_know_about_me "
                             "to see the keys")

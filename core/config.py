@@ -171,7 +171,8 @@ class Settings(BaseSettings):
         default=20, ge=1, le=10_000, description="Memory saves one user may make per minute."
     )
     memory_quota_per_user: int = Field(
-        default=20_000, ge=1, description="Most current explicit + episodic memories per user."
+        default=5_000, ge=1, description="Most explicit memories (current values) one user keeps; "
+        "changing a kept one is always allowed. Turns and older values are bounded by retention.",
     )
 
     # --- Personality (mood, needs, quirks) and proactivity ------------------------------------
@@ -217,6 +218,18 @@ class Settings(BaseSettings):
     )
     memory_decay_factor: float = Field(
         default=0.98, gt=0, le=1, description="Daily importance decay of unused episodic memories."
+    )
+    episodic_retention_days: int = Field(
+        default=90, ge=1, description="An episodic turn consolidation has distilled expires "
+        "after this many days unless a reply used it meanwhile.",
+    )
+    episodic_max_per_user: int = Field(
+        default=10_000, ge=1, description="Most episodic turns kept per user; past it the "
+        "least important distilled turns expire first, the oldest first among equals.",
+    )
+    memory_history_versions: int = Field(
+        default=5, ge=0, description="Older values kept per explicit memory key; older ones "
+        "expire.",
     )
     log_level: str = Field(
         default="INFO",

@@ -51,6 +51,22 @@ class LimitExceeded(CompanionError):
     retryable = True
 
 
+class QuotaExceeded(LimitExceeded):
+    """The person keeps as many memories as the quota allows; only forgetting makes room.
+
+    Attributes:
+        used: the explicit memories the person keeps now (current values).
+        quota: `settings.memory_quota_per_user`.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str, *, suggestion: str, used: int, quota: int) -> None:
+        super().__init__(message, suggestion=suggestion)
+        self.used = used
+        self.quota = quota
+
+
 class StorageUnavailable(CompanionError):
     """Postgres could not be reached or refused the operation for a transient reason."""
 

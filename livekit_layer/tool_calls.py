@@ -1,5 +1,5 @@
 """What every tool call of the companion goes through before and around its one service call:
-the session's identity, rate limits and quota, screening of the model's arguments, no silence
+the session's identity, rate limits, screening of the model's arguments, no silence
 nudge while it runs, and errors the model should see turned into `ToolError`."""
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ def session_writer(companion: CompanionSession, context: RunContext[Any]) -> Ses
 
 @asynccontextmanager
 async def tool_call(
-    companion: CompanionSession, context: RunContext[Any], *, writes: bool = False, adds: int = 0
+    companion: CompanionSession, context: RunContext[Any], *, writes: bool = False
 ) -> AsyncIterator[SessionUser]:
-    """Around one tool's service call: check identity, rate limits (`writes`: a memory write)
-    and quota (`adds`: memories it adds), screen the model's arguments, hold off silence
-    nudges, map errors to ToolError. Yields the identity to act for."""
+    """Around one tool's service call: check identity, rate limits (`writes`: a memory write),
+    screen the model's arguments, hold off silence nudges, map errors to ToolError (the
+    memory quota is the save's own check). Yields the identity to act for."""
     user = session_writer(companion, context)
     services = companion.services
     call = context.function_call
@@ -48,8 +48,6 @@ async def tool_call(
         await services.limits.check_tool_call(user.user_id, call.name)
         if writes:
             await services.limits.check_memory_write(user.user_id)
-        if adds:
-            await services.limits.check_memory_quota(user.user_id, adding=adds)
         args = json.loads(call.arguments or "{}")
         verdict = services.security.inspect_tool_args(
             args, user_id=user.user_id, companion_id=user.companion_id

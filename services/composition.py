@@ -229,7 +229,7 @@ async def build_services(
         pool=pool, models=models, memory=memory, upkeep=upkeep, settings=settings
     )
     security = SecurityService(batcher=batcher, settings=settings)
-    limits = RateLimiter(cache=cache, settings=settings, pool=pool)
+    limits = RateLimiter(cache=cache, settings=settings)
     await consolidation.start()
     return Services(
         settings=settings, pool=pool, models=models, cache=cache, embedder=embedder,

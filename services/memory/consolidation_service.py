@@ -29,7 +29,7 @@ import asyncpg
 
 from core.config import Settings
 from core.dates import utc_now
-from core.errors import CompanionError, InvalidInput, LLMUnavailable
+from core.errors import CompanionError, InvalidInput, LLMUnavailable, QuotaExceeded
 from core.memory_records import Memory, normalize_key
 from core.prompts import render
 from core.tasks import BackgroundTasks
@@ -131,6 +131,7 @@ class ConsolidationService:
             "saved": 0,
             "unchanged": 0,
             "rejected": 0,
+            "over_quota": 0,
             "maintenance_runs": 0,
         }
 
@@ -202,7 +203,16 @@ class ConsolidationService:
                 session = _Session(
                     session.id, session.user_id, session.companion_id, through, session.timezone
                 )
-            return total
+        if final:
+            # The session is distilled now: its person's old turns may expire.
+            await self._apply_retention(session.user_id)
+        return total
+
+    async def _apply_retention(self, user_id: uuid.UUID) -> None:
+        try:
+            await self._memory.apply_retention(user_id)
+        except Exception as exc:  # the next session end or maintenance pass tries again
+            logger.warning("retention after consolidation failed (%s)", type(exc).__name__)
 
     async def _load_session(self, session_id: uuid.UUID) -> _Session | None:
         row = await self._pool.fetchrow(
@@ -280,6 +290,12 @@ class ConsolidationService:
                     },
                 )
             except InvalidInput:
+                rejected += 1
+                continue
+            except QuotaExceeded:
+                # The person keeps all the memories the quota allows: a new key waits until
+                # they forget something (changed values of kept keys still go through).
+                self._counters["over_quota"] += 1
                 rejected += 1
                 continue
             if memory.source.get("origin") == ORIGIN and set(
@@ -381,6 +397,7 @@ class ConsolidationService:
             decayed = await self._upkeep.decay()
             merged = await self._upkeep.merge_duplicates()
             flagged = await self._upkeep.flag_contradictions()
+            retained = await self._memory.apply_retention_due()
         self._counters["maintenance_runs"] += 1
         return {
             "skipped": False,
@@ -389,6 +406,8 @@ class ConsolidationService:
             "decayed": decayed,
             "merged": merged,
             "contradictions": flagged,
+            "expired_turns": retained.episodes,
+            "expired_values": retained.versions,
         }
 
     async def start(self) -> None:

@@ -17,7 +17,7 @@ import asyncpg
 import numpy as np
 
 from core.dates import absolutize, timezone_named
-from core.errors import InvalidIdentity, InvalidInput
+from core.errors import InvalidIdentity, InvalidInput, QuotaExceeded
 from core.memory_records import (
     MEMORY_COLUMNS,
     Memory,
@@ -38,15 +38,28 @@ from services.memory.importance import estimate_importance
 from services.memory.memory_vectors import MemoryVectors
 
 _RECURRING = re.compile(r"birthday|anniversary|born", re.IGNORECASE)
+# What the person can do when the quota is full; each is a tool of the companion.
+MAKE_ROOM = (
+    "to make room: what_do_you_know_about_me lists what is kept, forget removes one by its key; "
+    "then save this again"
+)
+_KEPT_SQL = (
+    "select count(*) from public.memories "
+    "where user_id = $1 and kind = 'explicit' and superseded_at is null"
+)
 
 
 class ExplicitMemories:
     """Saves category/key/value memories: dated, embedded, superseding the old value.
 
+    The quota is checked in the save's own transaction, under a per-user lock, so concurrent
+    saves (parallel tool calls, a consolidation, another worker) can never pass it together.
+
     Args:
         pool: the shared database pool.
         current: the cached current memories, invalidated after every change.
         vectors: embeds the memory's content.
+        quota: most current explicit memories one user keeps (`memory_quota_per_user`).
         clock: returns "now".
     """
 
@@ -56,13 +69,18 @@ class ExplicitMemories:
         pool: ConnectionPool,
         current: CurrentMemories,
         vectors: MemoryVectors,
+        quota: int,
         clock: Callable[[], datetime],
     ) -> None:
         self._pool = pool
         self._current = current
         self._vectors = vectors
+        self._quota = quota
         self._clock = clock
-        self.counters = {"remembered": 0, "unchanged": 0, "superseded": 0, "late_history": 0}
+        self.counters = {
+            "remembered": 0, "unchanged": 0, "superseded": 0, "late_history": 0,
+            "over_quota": 0,
+        }
 
     async def remember(
         self,
@@ -131,6 +149,11 @@ class ExplicitMemories:
         new_id = uuid.uuid4()
         try:
             async with self._pool.acquire() as conn, conn.transaction():
+                # The user's lock first (always in this order): concurrent saves of one user
+                # count the kept memories one after the other, so the quota holds exactly.
+                await conn.execute(
+                    "select pg_advisory_xact_lock(hashtextextended($1, 0))", f"quota:{user_id}"
+                )
                 # Serializes concurrent saves of one key, so two current rows can never race.
                 await conn.execute("select pg_advisory_xact_lock(hashtextextended($1, 0))", scope)
                 old = await conn.fetchrow(
@@ -143,6 +166,9 @@ class ExplicitMemories:
                 if old is not None and normalize_text(old["value"]) == normalize_text(value):
                     self.counters["unchanged"] += 1
                     return Memory.from_record(old), False
+                if old is None:
+                    # A new key adds a kept memory; a new value of a kept one replaces it.
+                    await self._check_quota(conn, user_id)
                 stale = old is not None and old["occurred_at"] > said_at
                 if old is not None and not stale:
                     await conn.execute(
@@ -181,3 +207,15 @@ class ExplicitMemories:
             ) from None
         self.counters["remembered"] += 1
         return Memory.from_record(row), True
+
+    async def _check_quota(
+        self, conn: asyncpg.Connection[asyncpg.Record], user_id: uuid.UUID
+    ) -> None:
+        used = int(await conn.fetchval(_KEPT_SQL, user_id))
+        if used < self._quota:
+            return
+        self.counters["over_quota"] += 1
+        raise QuotaExceeded(
+            f"the memory is full: {used} of {self._quota} memories are kept",
+            suggestion=MAKE_ROOM, used=used, quota=self._quota,
+        )

@@ -6,8 +6,9 @@ value and a queryable history. Episodic memories are the turns themselves, logge
 critical path: embedded in a background task, then written through the batcher.
 
 `MemoryService` is the one door to them. Each concern is a small part it builds and hands its
-collaborators to: `ExplicitMemories` (saving), `CurrentMemories` (the cached current values),
-`EpisodicLog`, `Forgetting` and `MemoryVectors` (embedding).
+collaborators to: `ExplicitMemories` (saving, within the quota), `CurrentMemories` (the cached
+current values), `EpisodicLog`, `Forgetting`, `MemoryRetention` (what expires) and
+`MemoryVectors` (embedding).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from services.memory.episodic_log import EpisodicLog
 from services.memory.explicit_memories import ExplicitMemories
 from services.memory.forgetting import Forgetting
 from services.memory.memory_vectors import MemoryVectors
+from services.memory.retention import MemoryRetention, RetentionResult
 
 
 class MemoryService:
@@ -64,12 +66,14 @@ class MemoryService:
         self._vectors = MemoryVectors(embedder)
         self._current = CurrentMemories(pool=pool, cache=cache, settings=settings)
         self._explicit = ExplicitMemories(
-            pool=pool, current=self._current, vectors=self._vectors, clock=clock
+            pool=pool, current=self._current, vectors=self._vectors,
+            quota=settings.memory_quota_per_user, clock=clock,
         )
         self._episodes = EpisodicLog(
             pool=pool, batcher=batcher, vectors=self._vectors, tasks=self._tasks, clock=clock
         )
         self._forgetting = Forgetting(pool=pool, current=self._current)
+        self._retention = MemoryRetention(pool=pool, settings=settings, clock=clock)
 
     # --- explicit memories ------------------------------------------------------------------
 
@@ -95,6 +99,9 @@ class MemoryService:
         Raises:
             InvalidInput: a malformed category, key, value or importance.
             InvalidIdentity: the user or the companion does not exist.
+            QuotaExceeded: a new key while the person keeps `memory_quota_per_user` memories
+                (a new value of a kept key always goes through); the suggestion says what
+                the person can do.
         """
         return await self._explicit.remember(
             user_id, companion_id, category, key, value,
@@ -203,6 +210,18 @@ class MemoryService:
             "episodic": [m for m in memories if m["kind"] == "episodic"],
         }
 
+    # --- retention ----------------------------------------------------------------------------
+
+    async def apply_retention(self, user_id: uuid.UUID) -> RetentionResult:
+        """Let the person's distilled old turns and old values expire (`retention`'s rule);
+        run after a session's final consolidation. Safe to run at any time."""
+        return await self._retention.apply(user_id)
+
+    async def apply_retention_due(self, *, limit: int = 100) -> RetentionResult:
+        """The retention rule for up to `limit` people holding turns past the retention age
+        (for the periodic maintenance pass; successive calls go through everyone)."""
+        return await self._retention.apply_due(limit=limit)
+
     # --- stats and lifecycle ------------------------------------------------------------------
 
     async def stats(
@@ -215,6 +234,7 @@ class MemoryService:
             **self._episodes.counters,
             "embedding_failures": self._vectors.failures,
             **self._current.counters,
+            **self._retention.counters,
             "pending_tasks": len(self._tasks),
         }
         if user_id is not None:

@@ -272,7 +272,7 @@ async def test_a_tool_call_storm_hits_the_rate_limit_with_a_clear_tool_error(
     await end_conversation(conversation)
 
 
-async def test_memory_writes_are_limited_per_minute_and_by_the_quota(
+async def test_memory_writes_are_limited_per_minute(
     limited: Services, stub
 ) -> None:
     user_id = uuid.uuid4()
@@ -313,8 +313,8 @@ async def test_a_full_memory_quota_refuses_remember_with_a_clear_tool_error(
         conversation = await start_conversation(built, model, user_id=user_id)
         full = await conversation.type("save b")
         output = full.expect.contains_function_call_output(is_error=True).event().item
-        assert output.output.startswith("the memory is full: ")
-        assert "of 1 memories are in use (ask me to forget things" in output.output
+        assert output.output.startswith("the memory is full: 1 of 1 memories are kept (to "
+                                        "make room: what_do_you_know_about_me lists")
         assert [m.key for m in await built.memory.current(user_id, companion.id)] == ["a"]
         await conversation.session.aclose()
         await conversation.companion.close(wait=False)

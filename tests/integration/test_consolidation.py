@@ -13,9 +13,11 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from core.errors import LLMUnavailable
+from core.memory_records import Episode
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.model_clients import ModelClients
 from services.memory.consolidation_service import ConsolidationService
+from services.memory.memory_service import MemoryService
 from services.memory.memory_upkeep import MemoryUpkeep
 from tests.support.memory_stack import (
     MemoryStack,
@@ -476,3 +478,50 @@ async def test_a_second_worker_skips_maintenance_while_one_is_running(world: Wor
     summary = await world.consolidation.run_maintenance()
     assert summary["skipped"] is False
     json.dumps(summary)
+
+
+async def test_at_a_full_quota_new_keys_are_counted_out_and_the_session_is_still_marked_done(
+    world: World,
+) -> None:
+    settings = world.stack.settings.model_copy(update={"memory_quota_per_user": 1})
+    memory = MemoryService(
+        pool=world.pool, cache=world.stack.cache, batcher=world.stack.batcher,
+        embedder=world.stack.embedder, settings=settings, clock=world.clock,
+    )
+    models = ModelClients.create(settings)
+    consolidation = ConsolidationService(
+        pool=world.pool, models=models, memory=memory, upkeep=world.upkeep,
+        settings=settings, clock=world.clock,
+    )
+    session, ids = await world.session(FIRST_CONVERSATION)
+    world.server.chat_script = [first_answer(ids)]
+    try:
+        result = await consolidation.consolidate_session(session)
+    finally:
+        await consolidation.aclose()
+        await memory.aclose()
+        await models.aclose()
+    # One key fits; the other two are over the quota, counted, and the run is done.
+    assert (result.saved, result.rejected) == (1, 5)
+    assert consolidation.stats()["over_quota"] == 2
+    assert len(await world.current()) == 1
+    assert await world.pool.fetchval(
+        "select consolidated_through from public.sessions where id = $1", session
+    ) == START + timedelta(minutes=4)
+
+
+async def test_a_final_consolidation_lets_the_persons_old_distilled_turns_expire(
+    world: World,
+) -> None:
+    long_ago = START - timedelta(days=400)
+    await world.stack.memory.import_episodes(world.user, world.companion, [
+        Episode("user", "something said long ago", long_ago),
+    ])
+    session, ids = await world.session(FIRST_CONVERSATION)
+    world.server.chat_script = [first_answer(ids)]
+    await world.consolidation.consolidate_session(session, final=True)
+    assert await world.pool.fetchval(
+        "select count(*) from public.memories where user_id = $1 and kind = 'episodic'",
+        world.user,
+    ) == 0
+    assert (await world.stack.memory.stats())["episodes_expired"] == 1

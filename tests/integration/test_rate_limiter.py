@@ -1,4 +1,4 @@
-"""Per-user rate limits and the memory quota, on real Redis and on the in-process fallback."""
+"""Per-user rate limits, on real Redis and on the in-process fallback."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 
 from core.config import Settings
 from core.errors import LimitExceeded
-from infrastructure.connection_pool import ConnectionPool
 from infrastructure.redis_cache import RedisCache
-from services.safety.rate_limiter import QuotaExceeded, RateLimiter, RateLimitExceeded
+from services.safety.rate_limiter import RateLimiter, RateLimitExceeded
 from tests.support.servers import RedisProcess
 
 pytestmark = pytest.mark.integration
@@ -34,7 +33,7 @@ def limits(make_settings, backend: str, redis_server: RedisProcess | None) -> Se
         assert redis_server is not None
         extra = {"redis_enabled": True, "redis_url": redis_server.url}
     return make_settings(
-        tool_calls_per_minute=3, memory_writes_per_minute=2, memory_quota_per_user=3, **extra
+        tool_calls_per_minute=3, memory_writes_per_minute=2, **extra
     )
 
 
@@ -162,62 +161,3 @@ async def test_limits_keep_working_when_redis_dies_mid_window(
         if not redis_server.running:
             redis_server.start()
         await cache.aclose()
-
-
-# --- memory quota ----------------------------------------------------------------------------
-
-
-async def add_memory(
-    pool: ConnectionPool, user: uuid.UUID, *, kind: str = "explicit", superseded: bool = False
-) -> None:
-    await pool.execute(
-        "insert into public.memories (user_id, kind, category, key, value, content, "
-        "content_hash, superseded_at) values ($1, $2, 'FACT', $3, 'v', $3, md5($3), "
-        "case when $4 then now() end)",
-        user, kind, uuid.uuid4().hex, superseded,
-    )
-
-
-async def new_user(pool: ConnectionPool) -> uuid.UUID:
-    user = uuid.uuid4()
-    await pool.execute("insert into public.users (id) values ($1)", user)
-    return user
-
-
-async def test_the_memory_quota_counts_current_and_episodic_memories_of_that_user_only(
-    pool: ConnectionPool, cache: RedisCache, settings: Settings, clock: Clock
-) -> None:
-    limiter = RateLimiter(cache=cache, settings=settings, pool=pool, clock=clock)
-    user, other = await new_user(pool), await new_user(pool)
-    await add_memory(pool, user)
-    await add_memory(pool, user, superseded=True)
-    await add_memory(pool, user, kind="episodic")
-    for _ in range(3):
-        await add_memory(pool, other)
-    assert await limiter.memory_usage(user) == 2
-    await limiter.check_memory_quota(user)
-    with pytest.raises(QuotaExceeded) as refused:
-        await limiter.check_memory_quota(user, adding=2)
-    error = refused.value
-    assert isinstance(error, LimitExceeded) and not error.retryable
-    assert (error.used, error.quota) == (2, 3)
-    assert "memory is full: 2 of 3" in str(error) and "forget" in error.suggestion
-
-
-async def test_the_quota_count_is_cached_briefly_and_refreshed_after_forgetting(
-    pool: ConnectionPool, cache: RedisCache, settings: Settings, clock: Clock
-) -> None:
-    limiter = RateLimiter(cache=cache, settings=settings, pool=pool, clock=clock)
-    user = await new_user(pool)
-    for _ in range(3):
-        await add_memory(pool, user)
-    with pytest.raises(QuotaExceeded):
-        await limiter.check_memory_quota(user)
-    await pool.execute("delete from public.memories where user_id = $1", user)
-    # Still the cached count until the caller says memories were forgotten.
-    with pytest.raises(QuotaExceeded):
-        await limiter.check_memory_quota(user)
-    await limiter.forget_usage(user)
-    await limiter.check_memory_quota(user)
-    assert await limiter.memory_usage(user) == 0
-    assert limiter.stats()["quota_refused"] == 2
