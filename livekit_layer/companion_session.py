@@ -1,7 +1,8 @@
 """One person talking with one companion: identity, per-turn memory context (prefetched on
-heard transcripts), logging, injection screening and the hand-over to a companion called by
-name ("Luna, ..."): that turn is kept out of this session, which hands over to a new session of
-the called companion (`session_open.open_successor`, `hand_over`) and closes in the background.
+heard transcripts, `turn_memory`), logging, injection screening and the hand-over to a
+companion called by name ("Luna, ..."): that turn is kept out of this session, which hands
+over to a new session of the called companion (`session_open.open_successor`, `hand_over`)
+and closes in the background.
 """
 
 from __future__ import annotations
@@ -22,17 +23,10 @@ from livekit.agents.voice.events import ConversationItemAddedEvent, ErrorEvent, 
 from core.latency import LatencyWindow
 from core.prompts import prompt, render
 from core.validators import MAX_UTTERANCE_CHARS, WriteGuard
-from livekit_layer.chat_context import (
-    has_memory_message,
-    latest_user_message,
-    memory_note,
-    pending_user_message,
-    recent_texts,
-    turn_key,
-    with_memory_message,
-)
+from livekit_layer.chat_context import pending_user_message
 from livekit_layer.session_prompts import companion_instructions, history_chat_ctx
 from livekit_layer.session_screening import SessionScreening
+from livekit_layer.turn_memory import RECENT_TURNS, TurnMemory
 from services.composition import Services
 from services.memory.profile_service import profile_line
 from services.people.companion_service import Companion
@@ -45,8 +39,6 @@ from services.safety.security_service import InjectionVerdict
 
 logger = logging.getLogger(__name__)
 
-RECENT_TURNS = 6
-MAX_PREFETCHES = 4
 MAX_UNLOGGED = 8
 # Turns addressed to another companion, waiting for the session to commit them.
 MAX_PENDING_COMMITS = 8
@@ -90,10 +82,8 @@ class CompanionSession:
     user: SessionUser = field(init=False)
     turn_ms: LatencyWindow = field(default_factory=LatencyWindow)
     watcher: SilenceWatcher | None = None
-    prefetch_hits: int = 0
-    _context_for: tuple[str, str | None] | None = None
     _heard: str = ""
-    _prefetched: dict[str, asyncio.Task[str | None]] = field(default_factory=dict)
+    _turn_memory: TurnMemory = field(init=False)
     _screening: SessionScreening = field(init=False)
     # What the companion said in place of a reply (refusals, apologies): not conversation.
     # Bounded: a refusal generated ahead of a turn may never be spoken.
@@ -110,10 +100,20 @@ class CompanionSession:
         self._screening = SessionScreening(
             self.services.security, self.profile.id, self.companion.id
         )
+        forgotten, user_id = self.services.forgotten, self.profile.id
+        self._turn_memory = TurnMemory(
+            lookup=self._rag_block, mood=self._mood_line,
+            version=lambda: forgotten.version(user_id), turn_ms=self.turn_ms,
+        )
 
     @property
     def user_id(self) -> uuid.UUID:
         return self.profile.id
+
+    @property
+    def prefetch_hits(self) -> int:
+        """Turns whose memory lookup had started on their transcript."""
+        return self._turn_memory.prefetch_hits
 
     @property
     def incidents(self) -> int:
@@ -367,27 +367,13 @@ class CompanionSession:
         message.
 
         Idempotent: llm_node runs again after a tool call with the same user message, and gets
-        the same block without a second retrieval; a context that has the block already is
-        returned unchanged.
+        the same note without a second retrieval, unless something was forgotten meanwhile:
+        then the note is looked up afresh (`turn_memory`).
         """
-        latest = latest_user_message(chat_ctx)
-        if latest is None:
-            return chat_ctx
-        index, message = latest
-        if has_memory_message(chat_ctx, message):
-            return chat_ctx
-        if self._context_for is not None and self._context_for[0] == message.id:
-            block = self._context_for[1]
-        else:
-            text = message.text_content or ""
-            recent = recent_texts(chat_ctx, message.id, limit=RECENT_TURNS)
-            block = await self.context_for_turn(text, recent)
-            self._context_for = (message.id, block)
-            if self.watcher is not None:
-                self.watcher.user_turn()
-        if not block:
-            return chat_ctx
-        return with_memory_message(chat_ctx, index, message, block)
+        watcher = self.watcher
+        return await self._turn_memory.with_note(
+            chat_ctx, watcher.user_turn if watcher is not None else lambda: None
+        )
 
     def heard(self, transcript: str, *, final: bool) -> None:
         """A transcript of the turn in progress: start its memory lookup right away.
@@ -404,31 +390,18 @@ class CompanionSession:
         self._heard = heard[: MAX_UTTERANCE_CHARS + 1]
         if len(heard) > MAX_UTTERANCE_CHARS:
             return
-        key = turn_key(self._heard)
-        if (key in self._prefetched or self.inspect(self._heard).flagged
+        if (self._turn_memory.prefetching(self._heard) or self.inspect(self._heard).flagged
                 or self.addressed(self._heard) is not None):
             # A flagged turn will be refused, and one calling another companion is that
             # companion's: nothing of it is embedded or looked up here.
             return
-        while len(self._prefetched) >= MAX_PREFETCHES:
-            self._prefetched.pop(next(iter(self._prefetched))).cancel()
         recent = [t.text for t in self.conversation.turns[-RECENT_TURNS:]]
-        self._prefetched[key] = asyncio.ensure_future(self._rag_block(self._heard, recent))
+        self._turn_memory.prefetch(self._heard, recent)
 
     async def context_for_turn(self, text: str, recent_turns: Sequence[str]) -> str | None:
         """Memories, profile and mood for one user turn, as one compact note (or None): what
         is remembered is quoted, never instructions (`chat_context.memory_note`)."""
-        started = time.perf_counter()
-        prefetched = self._prefetched.pop(turn_key(text), None)
-        if prefetched is not None:
-            self.prefetch_hits += 1
-        rag_block, mood_line = await asyncio.gather(
-            prefetched if prefetched is not None else self._rag_block(text, recent_turns),
-            self._mood_line(text),
-        )
-        self._forget_prefetches()
-        self.turn_ms.add((time.perf_counter() - started) * 1000)
-        return memory_note(rag_block, mood_line)
+        return await self._turn_memory.note_for(text, recent_turns)
 
     async def _rag_block(self, text: str, recent_turns: Sequence[str]) -> str | None:
         return await self.services.rag.context_for_turn(
@@ -439,11 +412,6 @@ class CompanionSession:
             profile_line=profile_line(self.profile),
             follow_ups=[f.topic for f in self.greeting.follow_ups],
         )
-
-    def _forget_prefetches(self) -> None:
-        for task in self._prefetched.values():
-            task.cancel()
-        self._prefetched.clear()
 
     async def _mood_line(self, text: str) -> str | None:
         try:
@@ -485,7 +453,7 @@ class CompanionSession:
         logger.debug("closing the session")
         if self.watcher is not None:
             await self.watcher.aclose()
-        self._forget_prefetches()
+        self._turn_memory.cancel()
         try:
             await services.conversations.end(self.conversation, wait=wait)
         except Exception as exc:

@@ -14,6 +14,7 @@ import numpy as np
 
 from core.config import Settings
 from core.errors import CompanionError, InvalidInput, StorageUnavailable
+from core.forgotten import ForgottenMemories
 from core.latency import LatencyWindow
 from infrastructure.connection_pool import ConnectionPool
 from rag_system.batch import CandidateBatch
@@ -47,13 +48,16 @@ class RetrievalEngine:
     while the query is embedded); for larger users, or before the index is loaded, one SQL
     statement. Call `warm` when a session starts so its first turn already has the index.
     While Postgres cannot be reached, a loaded index is searched as it stands (counted in
-    `stale_local_searches`) rather than leaving the turn without memory.
+    `stale_local_searches`) rather than leaving the turn without memory. Whatever the path,
+    nothing the process's notes say is forgotten is returned (`core.forgotten`).
 
     Args:
         pool: the shared database pool.
         embedder: embeds the query (skipped when the caller passes `query_embedding`).
         settings: the relevance floor (`rag_min_similarity`, `rag_min_coverage`).
         tuning: engine internals; the defaults are general-purpose.
+        forgotten: this process's notes of forgotten memories (the memory service's); its own
+            when not given.
     """
 
     def __init__(
@@ -63,8 +67,10 @@ class RetrievalEngine:
         embedder: Embedder,
         settings: Settings,
         tuning: RetrievalTuning | None = None,
+        forgotten: ForgottenMemories | None = None,
     ) -> None:
         self._pool = pool
+        self._forgotten = forgotten if forgotten is not None else ForgottenMemories()
         self._embedder = embedder
         self._settings = settings
         self.tuning = tuning or RetrievalTuning()
@@ -78,6 +84,7 @@ class RetrievalEngine:
             idle_s=self.tuning.local_index_idle_s,
             max_age_s=self.tuning.local_index_max_age_s,
             tombstone_retention_s=self.tuning.tombstone_retention_s,
+            forgotten=self._forgotten,
         )
         self._counters = {
             "searches": 0,
@@ -186,6 +193,9 @@ class RetrievalEngine:
     def _finish(
         self, results: list[ScoredMemory], started: float, waited: float, *, keyword_only: bool
     ) -> list[ScoredMemory]:
+        # The SQL path may read a row whose delete waits in the spool; an index, one that was
+        # forgotten just now.
+        results = [r for r in results if not self._forgotten.hides(r.memory)]
         # The time the search itself took: waiting for the query embedding is timed apart.
         self._search_ms.add((time.perf_counter() - started - waited) * 1000)
         self._counters["searches"] += 1

@@ -103,6 +103,8 @@ class UserIndex:
         self._memories: dict[int, Memory] = {}
         # One sync at a time: `apply` relies on each read being newer than the last.
         self.sync_lock = asyncio.Lock()
+        # The version of the process's forgotten-memory notes taken in (`LocalIndexes`).
+        self.forgotten_version = 0
 
     # --- building ----------------------------------------------------------------------------
 

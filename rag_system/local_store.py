@@ -4,7 +4,10 @@ A user's index is loaded in the background (at session start through `RetrievalE
 or on a first search, which meanwhile uses SQL) unless the user holds more rows than
 `max_rows`. Each search then makes one round trip (`sync`): the changes since the index's
 horizon, the tombstones of deleted rows, and the stems of query words not seen before.
-Indexes past the row budget, idle for long, or too old are dropped or reloaded.
+Indexes past the row budget, idle for long, or too old are dropped or reloaded. Before an
+index is searched it takes in the process's notes of forgotten memories (`core.forgotten`):
+a forgotten id is retired at once, and an index taken before the person was erased is dropped,
+even while Postgres cannot be asked what changed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from core.forgotten import ForgottenMemories
 from core.latency import LatencyWindow
 from core.tasks import BackgroundTasks
 from infrastructure.connection_pool import ConnectionPool
@@ -116,6 +120,7 @@ class LocalIndexes:
         max_age_s: an index older than this is reloaded in the background (must stay under
             the tombstones' retention).
         tombstone_retention_s: how long deleted ids are kept for indexes to catch up.
+        forgotten: this process's notes of forgotten memories.
     """
 
     def __init__(
@@ -127,8 +132,10 @@ class LocalIndexes:
         idle_s: float,
         max_age_s: float,
         tombstone_retention_s: float,
+        forgotten: ForgottenMemories,
     ) -> None:
         self._pool = pool
+        self._forgotten = forgotten
         self.max_rows = max_rows
         self.budget_rows = budget_rows
         self.idle_s = idle_s
@@ -162,7 +169,7 @@ class LocalIndexes:
         if now - self._swept_at > 60:
             self._sweep(now)
         index = self._indexes.get(user_id)
-        if index is None:
+        if index is None or self._catch_up(index) is None:
             return None
         if index.docs > self.max_rows:
             # Grew past the limit since it was loaded: SQL from now on.
@@ -176,6 +183,21 @@ class LocalIndexes:
         if worn and user_id not in self._loading:
             self.counters["reloads"] += 1
             self.start_load(user_id)
+        return index
+
+    def _catch_up(self, index: UserIndex) -> UserIndex | None:
+        """Take in the forgotten-memory notes made since `index` last did; None (and the index
+        dropped) when the person was erased since."""
+        version = self._forgotten.version(index.user_id)
+        if version == index.forgotten_version:
+            return index
+        if self._forgotten.erased_since(index.user_id, index.forgotten_version):
+            if self._indexes.get(index.user_id) is index:
+                del self._indexes[index.user_id]
+            return None
+        gone = [(memory_id, 0) for memory_id in self._forgotten.ids(index.user_id)]
+        index.apply([], gone, index.horizon)
+        index.forgotten_version = version
         return index
 
     def too_large(self, user_id: uuid.UUID) -> bool:
@@ -243,6 +265,8 @@ class LocalIndexes:
             user_id, int(head["horizon"]), rows,
             ((p["word"], p["positions"]) for p in postings),
         )
+        if self._catch_up(index) is None:
+            return None  # the person was erased while it loaded; the next search loads again
         self._indexes[user_id] = index
         self._indexes.move_to_end(user_id)
         self.counters["loads"] += 1

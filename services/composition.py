@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import EmbeddingProvider, Settings
+from core.forgotten import ForgottenMemories
 from infrastructure import migrations
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database import Database
@@ -70,6 +71,7 @@ class Services:
     consolidation: ConsolidationService
     security: SecurityService
     limits: RateLimiter
+    forgotten: ForgottenMemories
     owns_embedder: bool = True
     embedded_postgres: EmbeddedPostgres | None = None
     closed: bool = False
@@ -208,11 +210,16 @@ async def build_services(
 
     users = UserService(pool=pool, cache=cache, settings=settings)
     companions = CompanionService(pool=pool, cache=cache, settings=settings)
+    # One set of notes for every copy of memories this process holds.
+    forgotten = ForgottenMemories()
     memory = MemoryService(
-        pool=pool, cache=cache, batcher=batcher, embedder=embedder, settings=settings
+        pool=pool, cache=cache, batcher=batcher, embedder=embedder, settings=settings,
+        forgotten=forgotten,
     )
-    retrieval = RetrievalEngine(pool=pool, embedder=embedder, settings=settings)
-    rag = RAGService(engine=retrieval, memory=memory, cache=cache, settings=settings)
+    retrieval = RetrievalEngine(
+        pool=pool, embedder=embedder, settings=settings, forgotten=forgotten
+    )
+    rag = RAGService(engine=retrieval, memory=memory, settings=settings)
     personality = PersonalityService(pool=pool, cache=cache, batcher=batcher, settings=settings)
     follow_ups = FollowUpService(pool=pool, batcher=batcher)
     proactive = ProactiveService(follow_ups=follow_ups, personality=personality, settings=settings)
@@ -237,5 +244,6 @@ async def build_services(
         retrieval=retrieval, rag=rag, personality=personality, proactive=proactive,
         follow_ups=follow_ups, conversations=conversations, onboarding=onboarding,
         profiles=profiles, consolidation=consolidation, security=security, limits=limits,
-        owns_embedder=embedder is not local_embedder, embedded_postgres=embedded,
+        forgotten=forgotten, owns_embedder=embedder is not local_embedder,
+        embedded_postgres=embedded,
     )

@@ -1,7 +1,9 @@
 """The current explicit memories of a scope (one companion plus the shared ones), cached.
 
 Every write to a scope invalidates its entry; a shared memory (no companion) shows in every
-companion's view, so writing one invalidates them all.
+companion's view, so writing one invalidates them all. Whatever a read finds, the process's
+notes of forgotten memories have the last word (an entry a failed invalidation left behind
+never brings a forgotten memory back).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import uuid
 
 from core.config import Settings
+from core.forgotten import ForgottenMemories
 from core.memory_records import MEMORY_COLUMNS, Memory
 from infrastructure.cache import Cache
 from infrastructure.connection_pool import ConnectionPool
@@ -24,12 +27,17 @@ class CurrentMemories:
         pool: the shared database pool.
         cache: the shared cache, entries under `memories:current:<user>:<companion|shared>`.
         settings: `cache_default_ttl_s`.
+        forgotten: this process's notes of forgotten memories.
     """
 
-    def __init__(self, *, pool: ConnectionPool, cache: Cache, settings: Settings) -> None:
+    def __init__(
+        self, *, pool: ConnectionPool, cache: Cache, settings: Settings,
+        forgotten: ForgottenMemories,
+    ) -> None:
         self._pool = pool
         self._cache = cache
         self._settings = settings
+        self._forgotten = forgotten
         self.counters = {"cache_hits": 0, "cache_misses": 0}
 
     async def get(self, user_id: uuid.UUID, companion_id: uuid.UUID | None) -> list[Memory]:
@@ -39,7 +47,7 @@ class CurrentMemories:
         cached = await self._cache.get_json(key)
         if isinstance(cached, list):
             self.counters["cache_hits"] += 1
-            return [Memory.from_json(item) for item in cached]
+            return self._forgotten.visible([Memory.from_json(item) for item in cached])
         self.counters["cache_misses"] += 1
         rows = await self._pool.fetch(
             f"select {MEMORY_COLUMNS} from public.memories "
@@ -57,6 +65,7 @@ class CurrentMemories:
             seen.add((memory.category, memory.key))
             memories.append(memory)
         memories.sort(key=lambda m: (-m.importance, -m.occurred_at.timestamp()))
+        memories = self._forgotten.visible(memories)
         await self._cache.set_json(
             key, [m.to_json() for m in memories], self._settings.cache_default_ttl_s
         )

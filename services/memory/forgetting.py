@@ -1,7 +1,9 @@
 """Forgetting: one memory by id, every version of a key, or everything about a person.
 
 Only rows of the given user, and of exactly the given scope, are ever touched; the cached
-current memories of the scope are dropped with them.
+current memories of the scope are dropped with them, and the deleted ids are noted in the
+process's `ForgottenMemories`, so that no copy held in this process serves them again (an
+in-process index that cannot sync while Postgres is away).
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import uuid
 
 from core.errors import InvalidInput
+from core.forgotten import ForgottenMemories
 from core.memory_records import normalize_key
-from infrastructure.connection_pool import ConnectionPool, rows_affected
+from infrastructure.connection_pool import ConnectionPool
 from services.memory.current_memories import CurrentMemories
 
 
@@ -20,11 +23,15 @@ class Forgetting:
     Args:
         pool: the shared database pool.
         current: the cached current memories, invalidated after a delete.
+        forgotten: this process's notes of forgotten memories.
     """
 
-    def __init__(self, *, pool: ConnectionPool, current: CurrentMemories) -> None:
+    def __init__(
+        self, *, pool: ConnectionPool, current: CurrentMemories, forgotten: ForgottenMemories
+    ) -> None:
         self._pool = pool
         self._current = current
+        self._forgotten = forgotten
         self.counters = {"forgotten": 0}
 
     async def forget(
@@ -41,15 +48,16 @@ class Forgetting:
             InvalidInput: not exactly one of `memory_id` and `key` was given.
         """
         if memory_id is not None and key is None:
-            status = await self._pool.execute(
+            rows = await self._pool.fetch(
                 "delete from public.memories where id = $1 and user_id = $2 "
-                "and companion_id is not distinct from $3",
+                "and companion_id is not distinct from $3 returning id",
                 memory_id, user_id, companion_id,
             )
         elif key is not None and memory_id is None:
-            status = await self._pool.execute(
+            rows = await self._pool.fetch(
                 "delete from public.memories where user_id = $1 "
-                "and companion_id is not distinct from $2 and kind = 'explicit' and key = $3",
+                "and companion_id is not distinct from $2 and kind = 'explicit' and key = $3 "
+                "returning id",
                 user_id, companion_id, normalize_key(key),
             )
         else:
@@ -57,24 +65,31 @@ class Forgetting:
                 "forget needs exactly one of memory_id or key",
                 suggestion="pass the id of the memory, or its key, not both",
             )
-        count = rows_affected(status)
-        self.counters["forgotten"] += count
-        if count:
-            await self._current.invalidate(user_id, companion_id)
-        return count
+        return await self._forgot(user_id, companion_id, [r["id"] for r in rows])
 
     async def forget_all(self, user_id: uuid.UUID, companion_id: uuid.UUID | None = None) -> int:
         """See `MemoryService.forget_all`."""
         if companion_id is None:
-            status = await self._pool.execute(
-                "delete from public.memories where user_id = $1", user_id
+            rows = await self._pool.fetch(
+                "delete from public.memories where user_id = $1 returning id", user_id
             )
         else:
-            status = await self._pool.execute(
-                "delete from public.memories where user_id = $1 and companion_id = $2",
+            rows = await self._pool.fetch(
+                "delete from public.memories where user_id = $1 and companion_id = $2 "
+                "returning id",
                 user_id, companion_id,
             )
-        count = rows_affected(status)
-        self.counters["forgotten"] += count
-        await self._current.invalidate(user_id, companion_id)
+        count = await self._forgot(user_id, companion_id, [r["id"] for r in rows])
+        if companion_id is None:
+            self._forgotten.erased(user_id)
         return count
+
+    async def _forgot(
+        self, user_id: uuid.UUID, companion_id: uuid.UUID | None, ids: list[uuid.UUID]
+    ) -> int:
+        # Noted before anything else can run: from here on no copy in this process serves them.
+        self._forgotten.forget_ids(user_id, ids)
+        self.counters["forgotten"] += len(ids)
+        if ids:
+            await self._current.invalidate(user_id, companion_id)
+        return len(ids)

@@ -20,6 +20,7 @@ from typing import Any
 
 from core.config import Settings
 from core.dates import utc_now
+from core.forgotten import ForgottenMemories
 from core.memory_records import MEMORY_COLUMNS, Episode, Memory
 from core.tasks import BackgroundTasks
 from core.validators import clean_category
@@ -47,6 +48,8 @@ class MemoryService:
         batcher: carries episodic turn writes off the critical path.
         embedder: embeds contents for vector search.
         settings: cache TTLs and the like.
+        forgotten: this process's notes of forgotten memories, shared with every part that
+            holds copies (the retrieval engine); its own when not given.
         clock: returns "now"; tests pass a fixed one to pin relative dates.
     """
 
@@ -58,13 +61,17 @@ class MemoryService:
         batcher: DatabaseBatcher,
         embedder: Embedder,
         settings: Settings,
+        forgotten: ForgottenMemories | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._pool = pool
+        self.forgotten = forgotten if forgotten is not None else ForgottenMemories()
         self._clock = clock
         self._tasks = BackgroundTasks("memory")
         self._vectors = MemoryVectors(embedder)
-        self._current = CurrentMemories(pool=pool, cache=cache, settings=settings)
+        self._current = CurrentMemories(
+            pool=pool, cache=cache, settings=settings, forgotten=self.forgotten
+        )
         self._explicit = ExplicitMemories(
             pool=pool, current=self._current, vectors=self._vectors,
             quota=settings.memory_quota_per_user, clock=clock,
@@ -72,7 +79,9 @@ class MemoryService:
         self._episodes = EpisodicLog(
             pool=pool, batcher=batcher, vectors=self._vectors, tasks=self._tasks, clock=clock
         )
-        self._forgetting = Forgetting(pool=pool, current=self._current)
+        self._forgetting = Forgetting(
+            pool=pool, current=self._current, forgotten=self.forgotten
+        )
         self._retention = MemoryRetention(pool=pool, settings=settings, clock=clock)
 
     # --- explicit memories ------------------------------------------------------------------

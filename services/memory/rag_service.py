@@ -4,29 +4,30 @@ The block carries a profile line, the few memories that matter for this turn, an
 follow-ups. Retrieval is on the critical path of voice latency, so it runs under
 `settings.rag_budget_ms`: when that passes (a slow embedding server, a busy database) or
 anything fails, the turn goes on without memory and the miss is counted, never raised.
+
+Blocks are not cached across turns: a block is only as current as the search that built it,
+and a memory forgotten since must never come back in a stored copy of one. (The session keeps
+a turn's block while the model answers that turn, and drops it when something is forgotten.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from core.config import Settings
 from core.latency import LatencyWindow
-from core.tasks import BackgroundTasks, log_failure
+from core.tasks import BackgroundTasks
 from rag_system.engine import RetrievalEngine
 from rag_system.query import is_small_talk
 from rag_system.scoring import ScoredMemory
 
 if TYPE_CHECKING:
-    from infrastructure.cache import Cache
     from services.memory.memory_service import MemoryService
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,6 @@ logger = logging.getLogger(__name__)
 MAX_MEMORY_CHARS = 220
 MAX_FOLLOW_UPS = 3
 MAX_BLOCK_CHARS = 1_600
-# A repeated identical turn (a retry, an interruption) within this window reuses its block.
-BLOCK_CACHE_TTL_S = 30
 
 
 def when_label(occurred_at: datetime, now: datetime) -> str:
@@ -96,7 +95,6 @@ class RAGService:
     Args:
         engine: the retrieval engine (scoped hybrid search).
         memory: the memory service; used memories get their access counted through it.
-        cache: short-lived cache of blocks for a repeated identical turn.
         settings: `rag_budget_ms`, `rag_top_k`.
     """
 
@@ -105,12 +103,10 @@ class RAGService:
         *,
         engine: RetrievalEngine,
         memory: MemoryService,
-        cache: Cache,
         settings: Settings,
     ) -> None:
         self._engine = engine
         self._memory = memory
-        self._cache = cache
         self._settings = settings
         # The whole lookup per turn (embedding, search, block), timeouts included.
         self.context_ms = LatencyWindow()
@@ -122,7 +118,6 @@ class RAGService:
             "skipped_small_talk": 0,
             "timeouts": 0,
             "errors": 0,
-            "cache_hits": 0,
         }
 
     async def context_for_turn(
@@ -176,35 +171,13 @@ class RAGService:
             self._counters["skipped_small_talk"] += 1
             return format_block([], now=now, profile_line=profile_line, follow_ups=follow_ups)
         recent = [t for t in recent_turns if t and t.strip()][-3:]
-        key = self._cache_key(user_id, companion_id, [text, *recent, profile_line or "",
-                                                      *follow_ups])
-        # The search starts at once and the cache is asked meanwhile: a repeated turn is rare,
-        # and waiting for the cache first would put its round trip on every turn.
-        search = asyncio.ensure_future(self._engine.search(
+        memories = await self._engine.search(
             user_id, companion_id, text, k=self._settings.rag_top_k, recent_turns=recent
-        ))
-        awaited = False
-        try:
-            cached = await self._cache.get_json(key)
-            if isinstance(cached, str):
-                self._counters["cache_hits"] += 1
-                return cached or None
-            awaited = True
-            memories = await search
-        finally:
-            if not awaited:
-                # Not needed after all (a cached block, or the turn gave up): its outcome is
-                # still collected so an error is logged, not lost.
-                search.cancel()
-                search.add_done_callback(partial(log_failure, owner="memory search"))
+        )
         self._counters["with_memories" if memories else "without_memories"] += 1
         if memories:
             self._memory.record_access([m.memory.id for m in memories])
-        block = format_block(
-            memories, now=now, profile_line=profile_line, follow_ups=follow_ups
-        )
-        self._tasks.spawn(self._cache.set_json(key, block or "", BLOCK_CACHE_TTL_S))
-        return block
+        return format_block(memories, now=now, profile_line=profile_line, follow_ups=follow_ups)
 
     def warm(self, user_id: uuid.UUID) -> None:
         """Get this user's memories ready for fast turns; call when a session starts.
@@ -219,13 +192,6 @@ class RAGService:
             await self._engine.warm(user_id)
         except Exception as exc:  # background: searches fall back to SQL
             logger.warning("memory index warm-up failed (%s)", type(exc).__name__)
-
-    @staticmethod
-    def _cache_key(
-        user_id: uuid.UUID, companion_id: uuid.UUID | None, parts: Sequence[str]
-    ) -> str:
-        digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:24]
-        return f"rag:block:{user_id}:{companion_id or 'shared'}:{digest}"
 
     async def memory_stats(
         self, user_id: uuid.UUID, companion_id: uuid.UUID | None
@@ -242,10 +208,10 @@ class RAGService:
         }
 
     async def drain(self) -> None:
-        """Wait for this service's background work (block cache writes, warm-ups)."""
+        """Wait for this service's background work (warm-ups)."""
         await self._tasks.drain()
 
     async def aclose(self) -> None:
-        """Finish background work: cache writes, warm-ups, then the engine's own."""
+        """Finish background work: warm-ups, then the engine's own."""
         await self.drain()
         await self._engine.aclose()

@@ -45,7 +45,7 @@ async def stack(pool: ConnectionPool, make_settings) -> AsyncIterator[MemoryStac
 def rag_for(stack: MemoryStack, settings: Settings | None = None) -> RAGService:
     settings = settings or stack.settings
     engine = RetrievalEngine(pool=stack.pool, embedder=stack.embedder, settings=settings)
-    rag = RAGService(engine=engine, memory=stack.memory, cache=stack.cache, settings=settings)
+    rag = RAGService(engine=engine, memory=stack.memory, settings=settings)
     _SERVICES.append(rag)
     return rag
 
@@ -125,7 +125,7 @@ async def test_a_database_failure_is_counted_and_the_turn_goes_on(
     await closed.aclose()
     rag = RAGService(
         engine=RetrievalEngine(pool=closed, embedder=stack.embedder, settings=stack.settings),
-        memory=stack.memory, cache=stack.cache, settings=stack.settings,
+        memory=stack.memory, settings=stack.settings,
     )
     block = await rag.context_for_turn(
         user_id=user, companion_id=companion, text="How is Maya doing?"
@@ -177,8 +177,7 @@ async def test_a_warmed_session_uses_its_in_process_index_and_still_sees_new_fac
 ) -> None:
     user, companion = await seed(stack)
     engine = RetrievalEngine(pool=stack.pool, embedder=stack.embedder, settings=stack.settings)
-    rag = RAGService(engine=engine, memory=stack.memory, cache=stack.cache,
-                     settings=stack.settings)
+    rag = RAGService(engine=engine, memory=stack.memory, settings=stack.settings)
     _SERVICES.append(rag)
     rag.warm(user)  # what a session start does; returns at once
     assert await engine.warm(user)  # (waits for that same load)
@@ -189,17 +188,6 @@ async def test_a_warmed_session_uses_its_in_process_index_and_still_sees_new_fac
     assert block is not None and "dog: a beagle called Biscuit" in block
     stats = engine.stats()
     assert stats["local_searches"] == 1 and stats["sql_searches"] == 0
-
-
-async def test_a_repeated_turn_reuses_its_block(stack: MemoryStack) -> None:
-    user, companion = await seed(stack)
-    rag = rag_for(stack)
-    asked: dict[str, Any] = dict(user_id=user, companion_id=companion, text="Is the boiler fixed?")
-    first = await rag.context_for_turn(**asked)
-    await rag.drain()  # the block is cached in the background; let that land
-    again = await rag.context_for_turn(**asked)
-    assert first is not None and again == first
-    assert rag.stats()["cache_hits"] == 1
 
 
 def test_memory_times_read_naturally() -> None:

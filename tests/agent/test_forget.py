@@ -1,0 +1,115 @@
+""""Forget" holds in what the companion can say, at once, through a real Postgres outage.
+
+The session runs on the real service graph; Postgres is frozen (SIGSTOP on every server
+process) after the forget, so the in-process index cannot sync and is searched as it stands:
+what it still holds of the forgotten memory must not reach the turn's memory note nor
+`recall`, then or after Postgres is back.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from livekit.agents import llm
+
+from core.config import Settings
+from livekit_layer.chat_context import MEMORY_ITEM_PREFIX
+from services.composition import Services, build_services
+from tests.agent.conftest import end_conversation, start_conversation
+from tests.conftest import PostgresFreezer
+from tests.support.scripted_llm import ScriptedLLM
+
+pytestmark = pytest.mark.agent
+
+DOG = "Rex, a golden retriever who loves the beach"
+CAT = "Tom, a grey tabby cat who sleeps all day"
+
+
+@pytest.fixture
+async def quick_services(
+    agent_settings: Settings, postgres_freezer: PostgresFreezer
+) -> AsyncIterator[Services]:
+    """Statements and pool waits give up after half a second, as a hung server's should."""
+    built = await build_services(agent_settings.model_copy(update={
+        "db_command_timeout_s": 0.5, "db_acquire_timeout_s": 0.5,
+    }))
+    try:
+        yield built
+    finally:
+        postgres_freezer.thaw()
+        await built.aclose()
+
+
+def memory_notes(model: ScriptedLLM) -> list[str]:
+    """The memory note of each LLM call ('' when a call had none)."""
+    notes = []
+    for ctx in model.calls:
+        found = [
+            item.text_content or "" for item in ctx.items
+            if isinstance(item, llm.ChatMessage) and item.id.startswith(MEMORY_ITEM_PREFIX)
+        ]
+        notes.append(found[0] if found else "")
+    return notes
+
+
+def tool_outputs(result: Any) -> list[Any]:
+    return [e.item for e in result.events if e.type == "function_call_output"]
+
+
+async def a_person_with_pets(services: Services) -> tuple[uuid.UUID, uuid.UUID]:
+    user_id = uuid.uuid4()
+    await services.users.ensure(user_id)
+    companion = await services.companions.resolve(user_id)
+    await services.memory.remember(user_id, companion.id, "PERSON", "dog_name", DOG)
+    await services.memory.remember(user_id, companion.id, "PERSON", "cat_name", CAT)
+    return user_id, companion.id
+
+
+RECALL = {"tool": "recall", "args": {"query": "my dog and my cat"}}
+QUESTION = "How are my dog and my cat doing these days?"
+
+
+async def test_a_forgotten_memory_is_not_served_while_postgres_is_frozen_nor_after(
+    quick_services: Services, postgres_freezer: PostgresFreezer
+) -> None:
+    services = quick_services
+    user_id, _ = await a_person_with_pets(services)
+    model = ScriptedLLM([
+        "Hi!",
+        "They sound lovely.",                                     # turn 1
+        {"tool": "forget", "args": {"key": "dog_name"}}, "Done.",  # turn 2
+        RECALL, "Here is what I remember.",                       # turn 3 (frozen)
+        RECALL, "Here is what I remember.",                       # turn 4 (thawed)
+    ])
+    conversation = await start_conversation(services, model, user_id=user_id)
+    assert await services.retrieval.warm(user_id)
+
+    await conversation.type(QUESTION)
+    assert "Rex" in memory_notes(model)[-1] and "Tom" in memory_notes(model)[-1]
+
+    forgot = await conversation.type("Please forget my dog's name.")
+    assert [o.is_error for o in tool_outputs(forgot)] == [False]
+    # The model's call after the tool reads a note made after the forget.
+    assert "Rex" not in memory_notes(model)[-1]
+
+    postgres_freezer.freeze()
+    frozen = await conversation.type(QUESTION)
+    notes = memory_notes(model)[-2:]
+    # The index answered as it stands (the cat is still there), without the dog.
+    assert all("Tom" in note and "Rex" not in note for note in notes)
+    recalled = [m["text"] for m in json.loads(tool_outputs(frozen)[0].output)["memories"]]
+    assert any("Tom" in text for text in recalled)
+    assert not any("Rex" in text for text in recalled)
+    assert services.retrieval.stats()["stale_local_searches"] >= 2
+
+    postgres_freezer.thaw()
+    thawed = await conversation.type(QUESTION)
+    assert all("Rex" not in note for note in memory_notes(model)[-2:])
+    recalled = [m["text"] for m in json.loads(tool_outputs(thawed)[0].output)["memories"]]
+    assert any("Tom" in text for text in recalled)
+    assert not any("Rex" in text for text in recalled)
+    await end_conversation(conversation)
