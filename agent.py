@@ -272,12 +272,13 @@ class CompanionAgent(Agent):
 # rest the SDKs a session talks through import lazily, on first use: httpcore's anyio backend,
 # the OpenAI client's chat, audio and model resources and its stream parser, and the
 # framework's tool machinery; bench/capacity.py saw every job import them on its event loop
-# during the greeting and first turn (0.1-0.5 s each under load).
+# during the greeting and first turn (0.1-0.5 s each under load). pgserver: a job that joins
+# the embedded Postgres imports it first (~100 ms).
 PRELOADED_MODULES = [
     "agent", "onnxruntime", "tokenizers",
     "httpcore", "anyio._backends._asyncio", "anyio.streams.stapled", "anyio.streams.memory",
     "openai.resources.chat.chat", "openai.resources.audio.audio", "openai.resources.models",
-    "numpy.ma", "livekit.agents.llm.async_toolset",
+    "numpy.ma", "livekit.agents.llm.async_toolset", "pgserver.postgres_server",
 ]
 
 server = CompanionServer(setup_fnc=prewarm, preload_modules=PRELOADED_MODULES)
