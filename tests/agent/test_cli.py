@@ -77,9 +77,12 @@ def test_supabase_keys_without_database_url_stop_the_start_naming_the_string_to_
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def worker_log_until_connect_fails(log_level: str, database_url: str) -> list[str]:
-    """`agent.py dev` against a LiveKit URL that refuses connections: the levels of the log
-    lines it prints up to and including its first "failed to connect" warning."""
+def worker_log_until_connect_fails(
+    log_level: str, database_url: str, command: tuple[str, ...] = ("agent.py", "dev")
+) -> list[str]:
+    """`agent.py dev` (or `command`) against a LiveKit URL that refuses connections: the
+    levels of the log lines it prints up to and including its first "failed to connect"
+    warning."""
     with socket.socket() as refusing:
         refusing.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
         url = f"ws://127.0.0.1:{refusing.getsockname()[1]}"
@@ -89,7 +92,7 @@ def worker_log_until_connect_fails(log_level: str, database_url: str) -> list[st
             DATABASE_URL=database_url,
         )
         worker = subprocess.Popen(
-            [sys.executable, "agent.py", "dev"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            [sys.executable, *command], cwd=ROOT, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, text=True,
         )
         levels: list[str] = []
@@ -129,10 +132,16 @@ async def ledger_count(dsn: str) -> int:
         await conn.close()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [("agent.py", "dev"),
+     # LiveKit's own launcher (what `lk agent` runs) finds agent.server and calls its run().
+     ("-m", "livekit.agents", "start", "agent.py", "--dev")],
+)
 def test_a_worker_migrates_a_fresh_database_once_at_its_start_before_it_takes_jobs(
-    empty_db: str,
+    empty_db: str, command: tuple[str, ...]
 ) -> None:
-    worker_log_until_connect_fails("INFO", empty_db)
+    worker_log_until_connect_fails("INFO", empty_db, command)
     assert asyncio.run(ledger_count(empty_db)) == len(migrations.discover())
 
 
