@@ -52,7 +52,7 @@ def prepare_cli(argv: Sequence[str], server: CompanionServer) -> None:
             os.environ.setdefault(name, secret.get_secret_value())
     if command in NEEDS_SERVER and "--url" not in argv and not os.environ.get("LIVEKIT_URL"):
         stop(MISSING_SERVER)
-    if command in NEEDS_LLM:
+    if command in NEEDS_LLM and not {"-h", "--help"} & set(argv):
         try:
             server.prepare(settings)
         except CompanionError as err:

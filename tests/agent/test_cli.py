@@ -161,3 +161,14 @@ def test_a_worker_whose_database_cannot_be_reached_stops_at_once_and_says_so(
     assert "the database is not ready: could not connect to Postgres" in done.stderr
     assert "DATABASE_URL" in done.stderr
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_help_for_a_worker_command_does_not_open_the_database() -> None:
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        done = run_agent(
+            "start", "--help", OPENAI_API_KEY="sk-test", LIVEKIT_URL="ws://127.0.0.1:9",
+            DATABASE_URL=f"postgresql://postgres@127.0.0.1:{refusing.getsockname()[1]}/x",
+        )
+    assert done.returncode == 0, done.stderr
+    assert "--log-level" in done.stdout and "database" not in done.stderr
