@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,7 @@ from tests.support.servers import PostgresProcess, RedisProcess  # noqa: E402
 
 # main just before migrations moved out of the job (build_services migrated).
 BEFORE_REF = "9fccf94"
+LOADS: list[float] = []  # the 1-minute load average after each job: the machine is shared
 FOREIGN = ("OPENAI_", "LIVEKIT_", "UPLIFTAI_", "DATABASE_", "REDIS_", "SUPABASE_", "LOG_LEVEL",
            "EMBEDDED_", "EMBEDDING_", "BATCH_")
 
@@ -150,6 +152,7 @@ async def run_job(tree: Path, settings: dict[str, Any], user: uuid.UUID) -> dict
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
+    LOADS.append(os.getloadavg()[0])
     if proc.returncode != 0:
         raise RuntimeError(f"job in {tree} failed: {err.decode()[-2000:]}")
     result: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
@@ -198,6 +201,7 @@ def migrate(settings: dict[str, Any]) -> None:
 
 
 async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    load_at_start = round(os.getloadavg()[0], 2)
     before_tree = checkout(args.before_ref, work / "before")
     postgres, redis = PostgresProcess(), RedisProcess()
     postgres.start()
@@ -253,7 +257,9 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {
         "machine": {
             "cpu": _cpu_model(), "cores": os.cpu_count(), "commit": _git_commit(),
-            "before_ref": args.before_ref, "load_average_1m": round(os.getloadavg()[0], 2),
+            "before_ref": args.before_ref, "load_average_1m_at_start": load_at_start,
+            "load_average_1m_during": {"median": round(statistics.median(LOADS), 2),
+                                       "max": round(max(LOADS), 2)},
         },
         "jobs": args.jobs,
         "results": {
@@ -277,8 +283,10 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"{m['cpu']}, {m['cores']} cores shared with other work (load average "
-        f"{m['load_average_1m']} at the end); now = commit {m['commit']}, before = "
+        f"{m['cpu']}, {m['cores']} cores shared with other work (1-minute load average "
+        f"{m['load_average_1m_at_start']} at the start; after each job median "
+        f"{m['load_average_1m_during']['median']}, max {m['load_average_1m_during']['max']})"
+        "; now = commit {m['commit']}, before = "
         f"{m['before_ref']} (migrations in every job). {report['jobs']} jobs per row, each a "
         "fresh process (forkserver imports and prewarm untimed), a returning user; Redis and "
         "the loopback embeddings server as in the tests. Timed: `build_services` + "
