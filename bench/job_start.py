@@ -286,7 +286,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
         f"{m['cpu']}, {m['cores']} cores shared with other work (1-minute load average "
         f"{m['load_average_1m_at_start']} at the start; after each job median "
         f"{m['load_average_1m_during']['median']}, max {m['load_average_1m_during']['max']})"
-        "; now = commit {m['commit']}, before = "
+        f"; now = commit {m['commit']}, before = "
         f"{m['before_ref']} (migrations in every job). {report['jobs']} jobs per row, each a "
         "fresh process (forkserver imports and prewarm untimed), a returning user; Redis and "
         "the loopback embeddings server as in the tests. Timed: `build_services` + "
