@@ -40,6 +40,7 @@ from livekit_layer.session_models import build_session, companion_stt, companion
 from livekit_layer.session_open import open_session, open_successor
 from livekit_layer.session_voices import SessionVoices
 from livekit_layer.tool_calls import tool_call
+from livekit_layer.tool_schemas import DeclaredTools
 from livekit_layer.worker_server import CompanionServer
 from livekit_layer.worker_start import prepare_cli
 from services.composition import build_services
@@ -83,6 +84,7 @@ class CompanionAgent(Agent):
             tts=companion_voice(companion),
         )
         self._c = companion
+        self._declared = DeclaredTools()
 
     @property
     def companion(self) -> CompanionSession:
@@ -120,7 +122,10 @@ class CompanionAgent(Agent):
         if addressed is not None and await self._hand_off(*addressed):
             return  # this companion says nothing; the called one answers
         chat_ctx = await self._c.with_turn_context(chat_ctx)
-        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+        # The tools' schemas as built once (livekit rebuilds them per request); calls still
+        # run the tools in `tools`.
+        declared = self._declared.for_request(tools)
+        async for chunk in Agent.default.llm_node(self, chat_ctx, declared, model_settings):
             yield chunk
 
     async def _hand_off(self, message: llm.ChatMessage, to: Companion) -> bool:

@@ -6,8 +6,10 @@ import json
 import uuid
 
 import pytest
+from livekit.agents import llm
+from livekit.plugins import openai as lk_openai
 
-from tests.agent.conftest import end_conversation, settle, start_conversation
+from tests.agent.conftest import chat_requests, end_conversation, settle, start_conversation
 from tests.support.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.agent
@@ -165,4 +167,30 @@ async def test_memory_stats_count_this_users_rows(services) -> None:
     conversation, output, _ = await run_tool(services, "get_memory_stats", {}, user_id=user_id)
     stats = json.loads(output.output)
     assert stats["per_category"]["FACT"] == 1
+    await end_conversation(conversation)
+
+
+async def test_every_request_offers_the_agents_tools_as_livekit_declares_them_and_calls_run(
+    services, stub
+) -> None:
+    # The agent hands the LLM its tools' schemas built once (livekit_layer/tool_schemas.py):
+    # the requests must carry what livekit's own builder makes of the agent's tools, and a
+    # call must still run the agent's tool.
+    user_id = uuid.uuid4()
+    stub.brain.replies = [
+        "Hi!", {"tool": "remember", "args": {"category": "PERSON", "key": "dog", "value": "Rex"}},
+        "Saved.", "Any time.",
+    ]
+    model = lk_openai.LLM(model="stub-model", base_url=stub.base_url, api_key="test-key")
+    conversation = await start_conversation(services, model, user_id=user_id)
+    saved = tool_output(await conversation.type("my dog is Rex"), "remember")
+    await conversation.type("thanks")
+    assert not saved.is_error
+    current = await services.memory.current(user_id, conversation.companion.companion.id)
+    assert [(m.key, m.value) for m in current] == [("dog", "Rex")]
+    expected = llm.ToolContext(conversation.agent.tools).parse_function_tools("openai")
+    requests = chat_requests(stub)
+    assert len(requests) == 4  # greeting, the turn, after its tool call, the next turn
+    assert len(expected) == 9
+    assert all(body["tools"] == expected for body in requests)
     await end_conversation(conversation)
