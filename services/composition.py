@@ -104,6 +104,7 @@ class Services:
             ("consolidation", self.consolidation.aclose),
             ("rag", self.rag.aclose),
             ("memory", self.memory.aclose),
+            ("personality", self.personality.aclose),
             ("batcher", self.batcher.aclose),
             ("embedder", self.embedder.aclose if self.owns_embedder else None),
             ("cache", self.cache.aclose),

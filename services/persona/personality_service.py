@@ -3,12 +3,18 @@
 Big Five traits are fixed on the companion. Each user turn is appraised locally (no LLM on the
 critical path) and moves the mood; time pulls the mood back toward its baseline; at session
 end the baseline drifts a bounded step toward the session's mean mood and patterns that
-recurred feed quirks. The live state sits in the shared cache (so any worker sees it) and every
+recurred feed quirks. The state sits in the shared cache (so any worker sees it) and every
 change goes to Postgres through the write batcher, with a history row.
+
+One job owns a session, so while it is open its live state is held here, in process: a turn
+reads nothing and writes the cache behind, off the turn's path (in order, newest last), instead
+of two cache round trips before the reply. The session's end writes the final state and waits
+for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -19,6 +25,7 @@ from typing import Any
 from core.config import Settings
 from core.dates import utc_now
 from core.latency import LatencyWindow
+from core.tasks import BackgroundTasks
 from core.validators import MAX_UTTERANCE_CHARS, clean_text
 from infrastructure.cache import Cache
 from infrastructure.connection_pool import ConnectionPool
@@ -116,6 +123,13 @@ class PersonalityService:
         for op, sql in _SQL.items():
             batcher.register(op, sql)
         self._sessions: dict[tuple[uuid.UUID, uuid.UUID], SessionTally] = {}
+        # The state of each pair with a session open here (from its first turn to its end).
+        self._live: dict[tuple[uuid.UUID, uuid.UUID], StoredPersonality] = {}
+        # Cache writes behind the turns: the newest state not yet written, and the one task
+        # per key writing it.
+        self._unwritten: dict[str, dict[str, Any]] = {}
+        self._writers: dict[str, asyncio.Future[Any]] = {}
+        self._tasks = BackgroundTasks("personality")
         self._turn_ms = LatencyWindow()
         self._loads = 0
         self._sessions_ended = 0
@@ -124,8 +138,11 @@ class PersonalityService:
     # --- reading -----------------------------------------------------------------------------
 
     async def snapshot(self, user_id: uuid.UUID, companion: Companion) -> PersonalitySnapshot:
-        """Mood, needs and quirks as of now, in one cache read (one query on a miss)."""
-        stored = await self._load(user_id, companion)
+        """Mood, needs and quirks as of now: a session's live state, else one cache read (one
+        query on a miss)."""
+        stored = self._live.get((user_id, companion.id))
+        if stored is None:
+            stored = await self._load(user_id, companion)
         return self._view(stored, self._clock())
 
     # --- writing -----------------------------------------------------------------------------
@@ -133,11 +150,17 @@ class PersonalityService:
     async def on_user_turn(
         self, user_id: uuid.UUID, companion: Companion, text: str
     ) -> MoodState:
-        """Appraise a user turn, move mood and needs, persist both (batched) with history."""
+        """Appraise a user turn, move mood and needs, persist both (batched) with history.
+
+        The session's first turn loads the state; later turns use the live one and wait for
+        no I/O: the cache is written behind (`drain` waits for it).
+        """
         started = time.perf_counter()
         text = clean_text(text, field="utterance", max_chars=MAX_UTTERANCE_CHARS, truncate=True)
         now = self._clock()
-        stored = await self._load(user_id, companion)
+        stored = self._live.get((user_id, companion.id))
+        if stored is None:
+            stored = self._live[(user_id, companion.id)] = await self._load(user_id, companion)
         view = self._view(stored, now)
         impulse = moodlib.appraise(text)
         mood = apply_impulse(view.mood.mood, impulse, sensitivity(companion.traits))
@@ -150,8 +173,7 @@ class PersonalityService:
 
         stored.mood, stored.emotion, stored.updated_at = mood, state.emotion, now
         stored.needs = {n: (float(getattr(needs, n)), now) for n in NEEDS}
-        await self._cache.set_json(self._key(user_id, companion), stored.to_json(),
-                                   ttl_s=self._settings.cache_default_ttl_s)
+        self._write_behind(self._key(user_id, companion), stored)
         self._persist_state(user_id, companion, stored, reason="user_turn")
         for name in NEEDS:
             self._batcher.enqueue(
@@ -169,7 +191,9 @@ class PersonalityService:
         quirks; persists through the batcher. Safe to call for a session without turns."""
         now = self._clock()
         session = self._sessions.pop((user_id, companion.id), SessionTally())
-        stored = await self._load(user_id, companion)
+        stored = self._live.pop((user_id, companion.id), None)
+        if stored is None:
+            stored = await self._load(user_id, companion)
         view = self._view(stored, now)
         mean = session.mean()
         baseline = view.mood.baseline
@@ -187,8 +211,8 @@ class PersonalityService:
         stored.emotion, stored.updated_at = view.mood.emotion, now
         self._reinforce(user_id, companion, stored, recurring, now,
                         uses={n: session.patterns[n] for n in session.patterns})
-        await self._cache.set_json(self._key(user_id, companion), stored.to_json(),
-                                   ttl_s=self._settings.cache_default_ttl_s)
+        # After the turns' writes behind, and waited for: the next session may be elsewhere.
+        await self._write_behind(self._key(user_id, companion), stored)
         self._persist_state(user_id, companion, stored, reason="session_end")
         self._sessions_ended += 1
         logger.info(
@@ -225,12 +249,22 @@ class PersonalityService:
             parts.append("Habits: " + "; ".join(q.description for q in active) + ".")
         return " ".join(parts)
 
+    async def drain(self) -> None:
+        """Wait until every state written behind is in the cache."""
+        await self._tasks.drain()
+
+    async def aclose(self) -> None:
+        """Finish the cache writes behind (before the cache closes)."""
+        await self.drain()
+
     def stats(self) -> dict[str, Any]:
         return {
             "turns": self._turn_ms.count,
             "turn_ms": self._turn_ms.summary(),
             "db_loads": self._loads,
             "open_sessions": len(self._sessions),
+            "live_states": len(self._live),
+            "cache_writes_pending": len(self._writers),
             "sessions_ended": self._sessions_ended,
             "quirks_reinforced": self._quirks_reinforced,
         }
@@ -253,6 +287,25 @@ class PersonalityService:
         stored = StoredPersonality.from_row(companion, row)
         await self._cache.set_json(key, stored.to_json(), ttl_s=self._settings.cache_default_ttl_s)
         return stored
+
+    def _write_behind(self, key: str, stored: StoredPersonality) -> asyncio.Future[Any]:
+        """Cache `stored` under `key` in the background; returns the key's writer.
+
+        One writer per key writes the newest state it has not written yet until there is
+        none, so the cache never ends on an older state than the last one given.
+        """
+        self._unwritten[key] = stored.to_json()
+        writer = self._writers.get(key)
+        if writer is None:
+            writer = self._writers[key] = self._tasks.spawn(self._write_unwritten(key))
+        return writer
+
+    async def _write_unwritten(self, key: str) -> None:
+        try:
+            while (payload := self._unwritten.pop(key, None)) is not None:
+                await self._cache.set_json(key, payload, ttl_s=self._settings.cache_default_ttl_s)
+        finally:
+            self._writers.pop(key, None)
 
     def _view(self, stored: StoredPersonality, now: datetime) -> PersonalitySnapshot:
         elapsed = elapsed_s(stored.updated_at, now)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -265,9 +266,39 @@ async def test_workers_sharing_redis_see_each_others_mood_before_it_is_flushed(
     one, two = (PersonalityService(pool=pool, cache=c, batcher=b, settings=settings, clock=clock)
                 for c, b in zip(caches, batchers, strict=True))
     state = await one.on_user_turn(companion.user_id, companion, "I'm thrilled, I won!")
+    await one.drain()  # the turn's state is cached behind it, off the turn's path
     assert (await mood_of(two, companion.user_id, companion)).mood == state.mood
     for c in caches:
         await c.delete(f"personality:{companion.user_id}:{companion.id}")
         await c.aclose()
     for b in batchers:
         await b.aclose()
+
+
+async def test_a_sessions_later_turns_read_nothing_and_its_state_is_cached_behind_in_order(
+    pool, settings, make_settings, redis_server, clock, companion: Companion
+) -> None:
+    shared = make_settings(redis_enabled=True, redis_url=redis_server.url)
+    cache, elsewhere = await RedisCache.create(shared), await RedisCache.create(shared)
+    batcher = DatabaseBatcher(pool=pool, settings=settings)
+    service = PersonalityService(pool=pool, cache=cache, batcher=batcher, settings=settings,
+                                 clock=clock)
+    other_worker = PersonalityService(pool=pool, cache=elsewhere, batcher=batcher,
+                                      settings=settings, clock=clock)
+    user = companion.user_id
+    await service.on_user_turn(user, companion, "Hello there")  # the session's one load
+    lookups = cache.stats()["hits"] + cache.stats()["misses"]
+    states = []
+    for text in ("I'm thrilled, I won!", "Now I'm worried", "I'm furious!!!", "Thanks, calmer"):
+        clock.advance(1)
+        states.append(await service.on_user_turn(user, companion, text))
+        await asyncio.sleep(0)  # lets the write behind start while the next turn comes
+    assert cache.stats()["hits"] + cache.stats()["misses"] == lookups
+    await service.drain()
+    assert (await mood_of(other_worker, user, companion)).mood == states[-1].mood
+    ended = await service.end_session(user, companion)  # no drain: the end waits for its write
+    assert (await mood_of(other_worker, user, companion)).baseline == ended.baseline
+    for c in (cache, elsewhere):
+        await c.delete(f"personality:{user}:{companion.id}")
+        await c.aclose()
+    await batcher.aclose()
