@@ -36,7 +36,12 @@ from infrastructure.local_embedder import LocalEmbedder
 from infrastructure.model_clients import tls_context
 from livekit_layer.companion_session import CompanionSession, SessionUser
 from livekit_layer.job import end_job, log_fields_for
-from livekit_layer.session_models import build_session, companion_stt, companion_voice
+from livekit_layer.session_models import (
+    build_session,
+    companion_stt,
+    companion_voice,
+    room_options,
+)
 from livekit_layer.session_open import open_session, open_successor
 from livekit_layer.session_voices import SessionVoices
 from livekit_layer.tool_calls import tool_call
@@ -332,7 +337,7 @@ async def entrypoint(ctx: JobContext) -> None:
     companion.attach(session)
     # The participant left or the session failed: end the job, which ends the conversation.
     session.on("close", lambda _: ctx.shutdown(reason="session closed"))
-    await session.start(agent=CompanionAgent(companion), room=ctx.room)
+    await session.start(agent=CompanionAgent(companion), room=ctx.room, room_options=room_options())
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """The models a session talks through: STT, LLM and TTS from settings, all over the shared
-OpenAI-compatible client, with bounded retries; and each companion's own ear and voice: the STT
-hears its language, the TTS speaks with its voice (and, on OpenAI TTS, its language)."""
+OpenAI-compatible client, with bounded retries; each companion's own ear and voice: the STT
+hears its language, the TTS speaks with its voice (and, on OpenAI TTS, its language); and the
+form in which the session hears the room."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 from livekit.agents import AgentSession, APIConnectOptions, stt, tts
 from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.vad import VAD
+from livekit.agents.voice import room_io
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import openai as lk_openai
 
@@ -25,6 +27,11 @@ logger = logging.getLogger(__name__)
 LLM_RETRY_INTERVAL_S = 1.0
 # OpenAI TTS models that take no `instructions` (the API refuses them).
 TTS_WITHOUT_INSTRUCTIONS = ("tts-1",)
+# The rate the session hears the room at. Silero VAD and LiveKit's turn detector infer at
+# 16 kHz and resample any other rate frame by frame in the job process (livekit's default
+# input is 24 kHz); OpenAI transcription takes 16 kHz speech as it is. The room's track is
+# decoded and resampled natively either way.
+INPUT_SAMPLE_RATE = 16_000
 
 
 def connect_options(settings: Settings) -> SessionConnectOptions:
@@ -59,6 +66,14 @@ def build_session(companion: CompanionSession, vad: VAD) -> AgentSession[Session
         vad=vad,
         userdata=companion.user,
         conn_options=connect_options(settings),
+    )
+
+
+def room_options() -> room_io.RoomOptions:
+    """How the session joins the room: livekit's defaults, with the audio heard at
+    `INPUT_SAMPLE_RATE`."""
+    return room_io.RoomOptions(
+        audio_input=room_io.AudioInputOptions(sample_rate=INPUT_SAMPLE_RATE)
     )
 
 

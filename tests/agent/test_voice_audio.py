@@ -1,11 +1,13 @@
 """The companion heard and spoken through real audio: what a person says by voice in one session
 is known in the next.
 
-espeak-ng speaks each turn into the session's audio input; Silero VAD (from its wheel) cuts it;
-the real livekit OpenAI STT plugin uploads it to the loopback OpenAI server, which checks the
-WAV holds that utterance before answering its text; the real CompanionAgent remembers through
-the scripted model's `remember` tool (real Postgres, real Redis); the real OpenAI TTS plugin
-fetches each reply's audio (espeak-ng again) and the session plays it to its audio output.
+espeak-ng speaks each turn into the session's audio input, in the form a room delivers it for
+the product (`room_options`: 16 kHz, so nothing in the job resamples it); Silero VAD (from its
+wheel) cuts it; the real livekit OpenAI STT plugin uploads it to the loopback OpenAI server,
+which checks the WAV holds that utterance before answering its text; the real CompanionAgent
+remembers through the scripted model's `remember` tool (real Postgres, real Redis); the real
+OpenAI TTS plugin fetches each reply's audio (espeak-ng again) and the session plays it to its
+audio output.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 import pytest
 from livekit.agents import AgentSession
 from livekit.agents.vad import VAD
+from livekit.agents.voice import room_io
 from livekit.plugins import silero
 
 from agent import CompanionAgent
 from core.config import Settings
 from core.prompts import MEMORY_CLOSE, MEMORY_OPEN
-from livekit_layer.session_models import build_session
+from livekit_layer.session_models import build_session, room_options
 from livekit_layer.session_open import open_session
 from services.composition import Services, build_services
 from tests.agent.conftest import StubBrain, chat_requests, settle
@@ -50,6 +53,13 @@ VAD_EXTRA_S = VAD_PREFIX_S + VAD_MIN_SILENCE_S + 0.3
 TURN_TIMEOUT_S = 30.0  # a hang guard, not a measure
 
 
+def room_audio() -> room_io.AudioInputOptions:
+    """The form in which a room delivers the session's audio: what the product asks for."""
+    audio = room_options().audio_input
+    assert isinstance(audio, room_io.AudioInputOptions)
+    return audio
+
+
 @pytest.fixture
 async def fresh_sessions(agent_settings: Settings) -> AsyncIterator[Services]:
     """Services where every join starts a new session (no resume), as after a day apart."""
@@ -73,7 +83,7 @@ class VoiceCall:
     def __init__(self, session: AgentSession[Any], companion: Any) -> None:
         self.session = session
         self.companion = companion
-        self.microphone = Microphone()
+        self.microphone = Microphone(frame_s=room_audio().frame_size_ms / 1000)
         self.loudspeaker = Loudspeaker()
         self.replies: asyncio.Queue[str] = asyncio.Queue()
         session.input.audio = self.microphone
@@ -146,7 +156,8 @@ async def test_a_fact_said_by_voice_is_known_when_asked_by_voice_in_the_next_ses
     services = fresh_sessions
     user_id = uuid.uuid4()
     espeak_voice(stub)
-    tell, ask = await speak(TELL), await speak(ASK)
+    rate = room_audio().sample_rate
+    tell, ask = await speak(TELL, sample_rate=rate), await speak(ASK, sample_rate=rate)
     stub.transcriptions.register(tell, ask)
     stub.transcriptions.max_extra_s = VAD_EXTRA_S
     brain: StubBrain = stub.brain  # type: ignore[attr-defined]
@@ -191,7 +202,8 @@ async def test_a_fact_said_by_voice_is_known_when_asked_by_voice_in_the_next_ses
     assert note["role"] == "user"
     assert "dog name: Rex" in note["content"].split(MEMORY_OPEN, 1)[1].split(MEMORY_CLOSE, 1)[0]
     assert not any("Rex" in m["content"] for m in asked if m["role"] == "system")
-    # The server heard each utterance once, as the VAD cut it from the microphone's audio.
+    # The server heard each utterance once, as the VAD cut it from the microphone's audio, at
+    # the rate the room delivers it.
     assert [(h.text, h.sample_rate, h.channels) for h in stub.transcriptions.heard] == [
-        (TELL, tell.sample_rate, 1), (ASK, ask.sample_rate, 1),
+        (TELL, 16_000, 1), (ASK, 16_000, 1),
     ]

@@ -21,15 +21,17 @@ FRAME_S = 0.02  # 20 ms frames, as WebRTC delivers them
 
 
 class Microphone(AudioInput):
-    """The session's audio input: each `say` is silence, the utterance, then silence, in 20 ms
-    frames delivered at the pace they were spoken. (The VAD alone would take them faster, but
-    the session stamps a turn's start and end from the VAD's events in wall time: faster than
-    real time, the end would precede the start and the turn would lose its speech metrics.)
+    """The session's audio input: each `say` is silence, the utterance, then silence, in
+    `frame_s` frames (20 ms unless given) delivered at the pace they were spoken. (The VAD
+    alone would take them faster, but the session stamps a turn's start and end from the VAD's
+    events in wall time: faster than real time, the end would precede the start and the turn
+    would lose its speech metrics.)
     Between utterances the microphone delivers nothing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, frame_s: float = FRAME_S) -> None:
         super().__init__(label="test-microphone")
+        self.frame_s = frame_s
         self._frames = utils.aio.Chan[rtc.AudioFrame]()
         self._due = 0.0  # when the next frame has been spoken (loop time)
 
@@ -47,7 +49,7 @@ class Microphone(AudioInput):
     def say(self, utterance: Utterance, *, before_s: float = 0.5, after_s: float = 1.5) -> None:
         rate = utterance.sample_rate
         pcm = bytes(2 * round(before_s * rate)) + utterance.pcm + bytes(2 * round(after_s * rate))
-        step = 2 * round(FRAME_S * rate)
+        step = 2 * round(self.frame_s * rate)
         for start in range(0, len(pcm), step):
             chunk = pcm[start : start + step]
             self._frames.send_nowait(rtc.AudioFrame(chunk, rate, 1, len(chunk) // 2))
