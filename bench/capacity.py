@@ -57,7 +57,7 @@ from livekit.protocol import models as lk_models  # noqa: E402
 
 import agent  # noqa: E402
 from bench import procfs, pyspy  # noqa: E402
-from bench.capacity_job import entrypoint  # noqa: E402
+from bench.capacity_job import entrypoint, room_input  # noqa: E402
 from bench.capacity_report import Limits, markdown, plot, summarize  # noqa: E402
 from bench.capacity_script import render_utterances  # noqa: E402
 from bench.common import _cpu_model, _git_commit, write_section  # noqa: E402
@@ -317,7 +317,7 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING, filename=run / "jobs.log")
     logging.getLogger().addHandler(counter)
     speech = run / "speech"
-    await render_utterances(speech)
+    await render_utterances(speech, sample_rate=room_input().sample_rate)
     pg, redis = PostgresProcess(), RedisProcess()
     pg.start()
     redis.start()
@@ -376,7 +376,9 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(args: argparse.Namespace, run: Path, limits: Limits,
            rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    heard = room_input()
     return {"machine": machine(), "label": args.label, "limits": limits.__dict__,
+            "audio_in": {"sample_rate": heard.sample_rate, "frame_ms": heard.frame_size_ms},
             "ramp_s": args.ramp_s, "memories": args.memories, "run_dir": str(run),
             "command": "python " + shlex.join(sys.argv), "rounds": rounds}
 

@@ -3,10 +3,12 @@
 `entrypoint` is agent.entrypoint's sequence (build_services, open_session, build_session,
 SessionVoices, attach, CompanionAgent, end_job on shutdown) with two differences: the user
 comes from the job's metadata instead of a room participant, and the session's audio goes
-through a microphone and a loudspeaker (tests/support/audio_io.py) instead of a room. Over
-that audio the person says the script's turns at the pace they are spoken, each after the
-previous reply has been heard; per turn it records when the voice ended and when the reply's
-first audio frame came out, what the session's metrics say, and what was answered.
+through a microphone and a loudspeaker (tests/support/audio_io.py) instead of a room. The
+microphone delivers what the room would: audio at the rate and in the frame size the product
+asks the room for (`room_input`). Over that audio the person says the script's turns at the
+pace they are spoken, each after the previous reply has been heard; per turn it records when
+the voice ended and when the reply's first audio frame came out, what the session's metrics
+say, and what was answered.
 
 Results go to the JSON file the job's metadata names; the end of the job (end_job, under
 LiveKit's shutdown) appends its duration in a second file.
@@ -24,17 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentSession, JobContext, llm
+from livekit.agents.voice import room_io
 from pydantic import SecretStr
 
 from agent import CompanionAgent
 from bench.capacity_script import GREETING, TURNS, Turn, load_utterances
 from livekit_layer.companion_session import CompanionSession
 from livekit_layer.job import end_job, log_fields_for
-from livekit_layer.session_models import build_session
+from livekit_layer.session_models import build_session, room_options
 from livekit_layer.session_open import open_session
 from livekit_layer.session_voices import SessionVoices
 from services.composition import build_services
-from tests.support.audio_io import FRAME_S, Loudspeaker, Microphone, Playback
+from tests.support.audio_io import Loudspeaker, Microphone, Playback
 from tests.support.speech import Utterance
 
 TURN_TIMEOUT_S = 20.0  # a turn with no reply by then has failed
@@ -42,19 +45,25 @@ THINK_S = 1.0  # after a reply has played, before the person speaks again
 BEFORE_S, AFTER_S = 0.5, 1.5  # silence the microphone sends around each utterance
 
 
+def room_input() -> room_io.AudioInputOptions:
+    """The form in which a room delivers the session's audio: what agent.py asks it for."""
+    audio = room_options().audio_input
+    return audio if isinstance(audio, room_io.AudioInputOptions) else room_io.AudioInputOptions()
+
+
 class TimedMicrophone(Microphone):
     """The test microphone, also telling when the last voiced sound of each `say` has been
     delivered to the session (wall clock): the end of speech a reply's latency counts from."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(frame_s=room_input().frame_size_ms / 1000)
         self._queued = 0
         self._delivered = 0
         self._marks: dict[int, tuple[asyncio.Future[float], float]] = {}
 
     def say_timed(self, utterance: Utterance) -> asyncio.Future[float]:
         rate = utterance.sample_rate
-        step = 2 * round(FRAME_S * rate)
+        step = 2 * round(self.frame_s * rate)
         lead = 2 * round(BEFORE_S * rate)
         voiced = utterance.voiced
         end = lead + utterance.pcm.find(voiced) + len(voiced)  # byte after the last sound

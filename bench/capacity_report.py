@@ -181,11 +181,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"the room. The person speaks {len(TURNS)} espeak-ng utterances at speaking pace (one "
         "saves a memory through the `remember` tool), each after the previous reply has had "
         "time to play, through Silero VAD, OpenAI STT, the memory lookup, the OpenAI LLM and "
-        f"OpenAI TTS. Each person has {report['memories']} past turns stored. Sessions of a "
-        f"round start spread over {report['ramp_s']:g} s. Shared by all jobs: one Postgres "
-        "(embedded, loopback), one redis-server, one loopback OpenAI-compatible server in its "
-        "own process (replies scripted, speech pre-rendered), whose own time per request is "
-        "subtracted from each turn.", "",
+        f"OpenAI TTS. {_audio_in(report)}Each person has {report['memories']} past turns "
+        f"stored. Sessions of a round start spread over {report['ramp_s']:g} s. Shared by all "
+        "jobs: one Postgres (embedded, loopback), one redis-server, one loopback "
+        "OpenAI-compatible server in its own process (replies scripted, speech pre-rendered), "
+        "whose own time per request is subtracted from each turn.", "",
         f"Limits: no failed turn; memory (PSS of jobs + forkserver + Postgres + Redis) <= "
         f"{limits['memory_gb']:g} GB; memory lookup p95 <= {limits['lookup_ms']:g} ms; end of "
         f"speech -> first audio frame minus the server's time, p95 <= "
@@ -287,3 +287,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _audio_in(report: dict[str, Any]) -> str:
+    audio = report.get("audio_in")  # absent from sweeps recorded before it was
+    if not audio:
+        return ""
+    return (f"The microphone delivers the speech as the room would for the product: "
+            f"{audio['sample_rate'] / 1000:g} kHz in {audio['frame_ms']} ms frames. ")

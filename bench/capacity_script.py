@@ -1,7 +1,7 @@
 """The conversation every session of bench/capacity.py has: what the person says (rendered by
-espeak-ng once per run, shared by the jobs and the loopback server as files) and what the
-scripted model answers. One turn saves a memory through the `remember` tool, as a person
-telling the companion a fact would.
+espeak-ng once per run at the rate the room delivers the session's audio, shared by the jobs
+and the loopback server as files) and what the scripted model answers. One turn saves a memory
+through the `remember` tool, as a person telling the companion a fact would.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from livekit import rtc
 
 from tests.support.background_replies import background_reply
 from tests.support.speech import Utterance, speak
@@ -46,16 +48,30 @@ REPLIES = (GREETING, *(t.reply for t in TURNS))
 _MANIFEST = "utterances.json"
 
 
-async def render_utterances(directory: Path) -> None:
-    """Each turn's words as espeak-ng says them, one raw PCM file each, and a manifest."""
+async def render_utterances(directory: Path, *, sample_rate: int) -> None:
+    """Each turn's words as espeak-ng says them, at `sample_rate` (resampled as a room's track
+    is, once here rather than in every job), one raw PCM file each, and a manifest."""
     directory.mkdir(parents=True, exist_ok=True)
     manifest = []
     for index, turn in enumerate(TURNS):
-        utterance = await speak(turn.says)
+        utterance = at_rate(await speak(turn.says), sample_rate)
         path = directory / f"turn-{index}.pcm"
         path.write_bytes(utterance.pcm)
         manifest.append({"text": turn.says, "file": path.name, "rate": utterance.sample_rate})
     (directory / _MANIFEST).write_text(json.dumps(manifest))
+
+
+def at_rate(utterance: Utterance, sample_rate: int) -> Utterance:
+    """`utterance` resampled by LiveKit's own resampler (high quality)."""
+    if utterance.sample_rate == sample_rate:
+        return utterance
+    resampler = rtc.AudioResampler(
+        utterance.sample_rate, sample_rate, quality=rtc.AudioResamplerQuality.HIGH
+    )
+    pcm = utterance.pcm
+    frames = resampler.push(rtc.AudioFrame(pcm, utterance.sample_rate, 1, len(pcm) // 2))
+    frames += resampler.flush()
+    return Utterance(utterance.text, b"".join(bytes(f.data) for f in frames), sample_rate)
 
 
 def load_utterances(directory: Path) -> list[Utterance]:
