@@ -65,6 +65,7 @@ from bench.turn_overhead import synthetic_episodes  # noqa: E402
 from core.config import Settings  # noqa: E402
 from infrastructure import migrations  # noqa: E402
 from livekit_layer.session_open import open_session  # noqa: E402
+from livekit_layer.worker_start import livekit_environment  # noqa: E402
 from services.composition import Services, build_services  # noqa: E402
 from tests.support.servers import PostgresProcess, RedisProcess  # noqa: E402
 
@@ -329,6 +330,9 @@ async def sweep(args: argparse.Namespace) -> dict[str, Any]:
         dsn = pg.dsn_for("capacity")
         os.environ.update(job_environment(pg, redis, stub, run, dsn))
         settings = Settings(_env_file=None)
+        # What the worker's start (prepare_cli) puts in the environment the jobs inherit.
+        for name, value in livekit_environment(settings).items():
+            os.environ.setdefault(name, value)
         await migrations.migrate(dsn, settings)  # once, before any job
         services = await build_services(settings)
         context = mp.get_context("forkserver")

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     livekit_url: str | None = None
     livekit_api_key: SecretStr | None = None
     livekit_api_secret: SecretStr | None = None
+    loop_block_warn_ms: int = Field(
+        default=250, ge=0, le=60_000,
+        description="LiveKit's event-loop monitor reports a job's loop blocked this long "
+        "(its LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS); it wakes every fifth of it, at most every "
+        "50 ms; 0 turns it off.",
+    )
 
     # --- Identity and behaviour ---------------------------------------------------------------
     dev_user_id: uuid.UUID = DEFAULT_DEV_USER_ID

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from livekit.agents.telemetry.loop_monitor import LoopMonitorThresholds
 
 from infrastructure import migrations
+from livekit_layer.worker_server import CompanionServer
+from livekit_layer.worker_start import prepare_cli
 
 pytestmark = pytest.mark.agent
 
@@ -172,3 +175,24 @@ def test_help_for_a_worker_command_does_not_open_the_database() -> None:
         )
     assert done.returncode == 0, done.stderr
     assert "--log-level" in done.stdout and "database" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "warn_s"),
+    [({}, 0.25), ({"LOOP_BLOCK_WARN_MS": "400"}, 0.4), ({"LOOP_BLOCK_WARN_MS": "0"}, None),
+     ({"LOOP_BLOCK_WARN_MS": "400", "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "100"}, 0.1)],
+)
+def test_the_job_loop_monitor_threshold_is_the_setting_unless_livekits_own_variable_is_set(
+    env: dict[str, str], warn_s: float | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env
+    for name in ("LOOP_BLOCK_WARN_MS", "LOG_LEVEL", "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS",
+                 "LIVEKIT_LOG_LEVEL", "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+        monkeypatch.setenv(name, "")  # so that teardown restores what prepare_cli sets
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    prepare_cli(["agent.py", "download-files"], CompanionServer())
+    # As the worker's job processes, which inherit the environment, read it.
+    thresholds = LoopMonitorThresholds.from_env()
+    assert (thresholds.warn if thresholds is not None else None) == warn_s
