@@ -1,6 +1,7 @@
 """Operator commands of the companion: `python manage.py --help` lists them.
 
     python manage.py migrate [--check]                       apply (or list) pending migrations
+    python manage.py maintenance [--json]                    one memory maintenance pass
     python manage.py token --user UUID --room NAME [--ttl]   a LiveKit token to join as a user
 
 A new command is a module in ops/ exposing a `Command`, added to COMMANDS below.
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from ops import migrate, token
+from ops import maintenance, migrate, token
 from ops.command import main
 
-COMMANDS = (migrate.COMMAND, token.COMMAND)
+COMMANDS = (migrate.COMMAND, maintenance.COMMAND, token.COMMAND)
 
 if __name__ == "__main__":
     sys.exit(main(COMMANDS))

@@ -402,7 +402,6 @@ async def settle(services: Services) -> None:
     for _ in range(2):
         await services.memory.drain()
         await services.conversations.drain()
-        await services.profiles.drain()
         await services.consolidation.drain()
         await services.batcher.flush()
 

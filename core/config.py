@@ -219,8 +219,22 @@ class Settings(BaseSettings):
     consolidation_idle_s: int = Field(
         default=900, ge=0, description="A session silent this long is consolidated by the sweep."
     )
+    maintenance_in_worker: bool = Field(
+        default=True,
+        description="Each worker runs the memory maintenance pass (`python manage.py "
+        "maintenance` in a child process); false when a scheduler (cron) runs that command.",
+    )
+    maintenance_first_delay_s: float = Field(
+        default=60.0, ge=0, description="Wait after a worker starts before its first pass."
+    )
     maintenance_interval_s: float = Field(
-        default=3_600.0, gt=0, description="Period of the decay/merge/contradiction jobs."
+        default=300.0,
+        gt=0,
+        description="Period of a worker's maintenance pass: crash recovery of unconsolidated "
+        "sessions, profile summaries left due, decay, merges, contradictions.",
+    )
+    maintenance_timeout_s: float = Field(
+        default=900.0, gt=0, description="A maintenance pass running longer is killed."
     )
     memory_decay_factor: float = Field(
         default=0.98, gt=0, le=1, description="Daily importance decay of unused episodic memories."

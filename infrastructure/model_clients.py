@@ -14,11 +14,15 @@ import httpx
 from openai import AsyncOpenAI
 
 from core.config import EmbeddingProvider, Settings
+from core.deadline import Deadline
 from core.errors import LLMUnavailable
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+# Less time than this left before a deadline: a model call is not started (it could not
+# finish, and it would hold the connection the work after it needs).
+MIN_CALL_S = 0.5
 
 
 def tls_context() -> ssl.SSLContext:
@@ -76,6 +80,27 @@ class ModelClients:
                 retryable=False,
             )
         return self._openai
+
+    def openai_until(self, deadline: Deadline | None) -> AsyncOpenAI:
+        """The OpenAI client; with `deadline`, one whose requests time out when it passes and
+        are not retried (a retry could not finish by then either).
+
+        The SDK's timeout bounds each phase of a request (connect, each read), not the whole
+        of it: a caller keeping a deadline also runs the call in `core.deadline.within`.
+
+        Raises:
+            LLMUnavailable: no model server is configured, or less than MIN_CALL_S is left.
+        """
+        client = self.openai
+        if deadline is None:
+            return client
+        left = deadline.remaining()
+        if left < MIN_CALL_S:
+            raise LLMUnavailable(
+                "no time left for a model call before the deadline",
+                suggestion="the work is kept for later (the next session or maintenance pass)",
+            )
+        return client.with_options(timeout=left, max_retries=0)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -443,8 +443,8 @@ class CompanionSession:
     # --- end ------------------------------------------------------------------------------------
 
     async def close(self, *, wait: bool = True) -> None:
-        """End the conversation: summary and follow-ups, mood drift, memory consolidation and a
-        profile refresh. Safe to call more than once."""
+        """End the conversation: summary and follow-ups, mood drift, then memory consolidation
+        and the profile refresh, in that order. Safe to call more than once."""
         if self._closed:
             return
         self._closed = True
@@ -463,8 +463,11 @@ class CompanionSession:
         except Exception as exc:
             logger.warning("ending the personality session failed (%s)", type(exc).__name__)
         if any(t.role == "user" for t in self.conversation.turns):
-            services.consolidation.end_session(self.conversation.id)
-            services.profiles.schedule_refresh(self.guard.user_id, self.guard.companion_id)
+            # Consolidation, then the profile summary from what it saved; what does not
+            # finish is recorded in the session row and done later (`after_session`).
+            await services.after_session.finish(
+                self.conversation.id, self.guard.user_id, self.guard.companion_id
+            )
         logger.info(
             "session closed (turns=%s, ms=%.0f)",
             len(self.conversation.turns), (time.perf_counter() - started) * 1000,

@@ -68,6 +68,11 @@ async def open_session(
         services.conversations.start(user_id, chosen.id, room=room, context=greeting),
         services.users.touch(user_id),
     )
+    # What earlier sessions with this companion left undone (a job that crashed or ran out of
+    # time at its end) is finished in the background.
+    services.spawn(
+        services.after_session.catch_up(user_id, chosen.id), what="catching up on sessions"
+    )
     if greeting.follow_ups and not conversation.resumed:
         # The greeting brings these up (a resumed session's already did).
         services.follow_ups.mark_raised(user_id, [f.id for f in greeting.follow_ups])

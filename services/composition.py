@@ -29,7 +29,9 @@ from infrastructure.model_clients import ModelClients
 from infrastructure.openai_embedder import DEFAULT_OPENAI_MODEL, OpenAIEmbedder
 from infrastructure.redis_cache import RedisCache
 from rag_system.engine import RetrievalEngine
+from services.memory.after_session import AfterSession
 from services.memory.consolidation_service import ConsolidationService
+from services.memory.memory_maintenance import MemoryMaintenance
 from services.memory.memory_service import MemoryService
 from services.memory.memory_upkeep import MemoryUpkeep
 from services.memory.profile_service import ProfileService
@@ -69,6 +71,8 @@ class Services:
     onboarding: OnboardingService
     profiles: ProfileService
     consolidation: ConsolidationService
+    after_session: AfterSession
+    maintenance: MemoryMaintenance
     security: SecurityService
     limits: RateLimiter
     forgotten: ForgottenMemories
@@ -100,7 +104,6 @@ class Services:
         # Services first: their background tasks still write through the batcher and pool.
         for name, closer in (
             ("conversations", self.conversations.aclose),
-            ("profiles", self.profiles.aclose),
             ("consolidation", self.consolidation.aclose),
             ("rag", self.rag.aclose),
             ("memory", self.memory.aclose),
@@ -232,19 +235,22 @@ async def build_services(
     profiles = ProfileService(
         pool=pool, models=models, users=users, memory=memory, settings=settings
     )
-    upkeep = MemoryUpkeep(pool=pool, memory=memory, settings=settings)
     consolidation = ConsolidationService(
-        pool=pool, models=models, memory=memory, upkeep=upkeep, settings=settings
+        pool=pool, models=models, memory=memory, settings=settings
+    )
+    after_session = AfterSession(consolidation=consolidation, profiles=profiles)
+    maintenance = MemoryMaintenance(
+        pool=pool, consolidation=consolidation, profiles=profiles,
+        upkeep=MemoryUpkeep(pool=pool, memory=memory, settings=settings), memory=memory,
     )
     security = SecurityService(batcher=batcher, settings=settings)
     limits = RateLimiter(cache=cache, settings=settings)
-    await consolidation.start()
     return Services(
         settings=settings, pool=pool, models=models, cache=cache, embedder=embedder,
         batcher=batcher, users=users, companions=companions, memory=memory,
         retrieval=retrieval, rag=rag, personality=personality, proactive=proactive,
         follow_ups=follow_ups, conversations=conversations, onboarding=onboarding,
-        profiles=profiles, consolidation=consolidation, security=security, limits=limits,
-        forgotten=forgotten, owns_embedder=embedder is not local_embedder,
-        embedded_postgres=embedded,
+        profiles=profiles, consolidation=consolidation, after_session=after_session,
+        maintenance=maintenance, security=security, limits=limits, forgotten=forgotten,
+        owns_embedder=embedder is not local_embedder, embedded_postgres=embedded,
     )

@@ -7,16 +7,20 @@ answers with {category, key, value, source_message_ids} items saved through
 
 Crash safety: `sessions.consolidated_through` advances only after a batch's memories are
 saved, and a memory whose key already cites one of the batch's messages is not saved again,
-so a run cut short midway resumes where it stopped without writing anything twice.
+so a run cut short midway (a crash, a deadline) resumes where it stopped without writing
+anything twice. The same update marks the companion's profile summary due
+(`sessions.profile_due_at`): it is written after consolidation, from what it saved. One process
+consolidates a session at a time: it holds a short lease on the session row
+(`consolidating_until`), renewed with every batch, instead of a lock held across LLM calls.
 
-The prompt and the reading of the answer are `consolidation_answer`; the periodic jobs over
-the store are `memory_upkeep`, which this service's maintenance loop runs.
+The prompt and the reading of the answer are `consolidation_answer`. What finds unfinished
+sessions and runs them (at a session's end, at the next start, in the maintenance pass) is
+`after_session`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 import weakref
@@ -29,6 +33,7 @@ import asyncpg
 
 from core.config import Settings
 from core.dates import utc_now
+from core.deadline import Deadline, within
 from core.errors import CompanionError, InvalidInput, LLMUnavailable, QuotaExceeded
 from core.memory_records import Memory, normalize_key
 from core.prompts import render
@@ -42,7 +47,6 @@ from services.memory.consolidation_answer import (
     transcript,
 )
 from services.memory.memory_service import MemoryService
-from services.memory.memory_upkeep import MemoryUpkeep
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +54,9 @@ ORIGIN = "consolidation"
 # Mid-session runs leave the newest seconds alone: their messages may still be in the batcher.
 SETTLE_S = 10.0
 MAX_ITEMS_PER_BATCH = 40
-_MAINTENANCE_LOCK = 7_311_420_615_002
+# How long a run may hold a session before another process may take it over; renewed with
+# every batch, so only a run that died (or hangs) loses it.
+LEASE_S = 120.0
 _MAX_KNOWN_KEYS = 60
 
 
@@ -63,12 +69,14 @@ class ConsolidationResult:
         saved: memories saved as new values.
         unchanged: items whose value was already current (or already saved from these turns).
         rejected: items dropped (malformed, or not sourced to any of the person's messages).
+        busy: sessions left alone because another process is consolidating them.
     """
 
     messages: int = 0
     saved: int = 0
     unchanged: int = 0
     rejected: int = 0
+    busy: int = 0
 
     def __add__(self, other: ConsolidationResult) -> ConsolidationResult:
         return ConsolidationResult(
@@ -76,6 +84,7 @@ class ConsolidationResult:
             self.saved + other.saved,
             self.unchanged + other.unchanged,
             self.rejected + other.rejected,
+            self.busy + other.busy,
         )
 
 
@@ -89,15 +98,13 @@ class _Session:
 
 
 class ConsolidationService:
-    """Turns conversations into explicit memories and keeps the memory store tidy.
+    """Turns conversations into explicit memories.
 
     Args:
         pool: the shared database pool.
         models: `models.openai` is the LLM.
         memory: saves the distilled memories (supersession, dates, importance).
-        upkeep: the store's periodic jobs (decay, merges, contradictions), run with pending
-            consolidations every maintenance period.
-        settings: model name, batch sizes, turn interval, maintenance period.
+        settings: model name, batch sizes, turn interval, idle time of a quiet session.
         clock: returns "now".
     """
 
@@ -107,14 +114,12 @@ class ConsolidationService:
         pool: ConnectionPool,
         models: ModelClients,
         memory: MemoryService,
-        upkeep: MemoryUpkeep,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._pool = pool
         self._models = models
         self._memory = memory
-        self._upkeep = upkeep
         self._settings = settings
         self._clock = clock
         self._tasks = BackgroundTasks("consolidation")
@@ -123,7 +128,7 @@ class ConsolidationService:
             weakref.WeakValueDictionary()
         )
         self._turns: dict[uuid.UUID, int] = {}
-        self._loop_task: asyncio.Task[None] | None = None
+        self._holder = f"consolidation:{uuid.uuid4()}"
         self._counters: dict[str, int] = {
             "runs": 0,
             "failures": 0,
@@ -132,7 +137,7 @@ class ConsolidationService:
             "unchanged": 0,
             "rejected": 0,
             "over_quota": 0,
-            "maintenance_runs": 0,
+            "busy": 0,
         }
 
     # --- triggers ---------------------------------------------------------------------------
@@ -144,11 +149,6 @@ class ConsolidationService:
         self._turns[session_id] = count
         if every and count % every == 0:
             self.schedule(session_id)
-
-    def end_session(self, session_id: uuid.UUID) -> None:
-        """The session is over (its messages are flushed): consolidate all of it, later."""
-        self._turns.pop(session_id, None)
-        self.schedule(session_id, final=True)
 
     def schedule(self, session_id: uuid.UUID, *, final: bool = False) -> None:
         """Consolidate `session_id` in a tracked background task; failures are logged."""
@@ -164,7 +164,7 @@ class ConsolidationService:
     # --- consolidation ------------------------------------------------------------------------
 
     async def consolidate_session(
-        self, session_id: uuid.UUID, *, final: bool = True
+        self, session_id: uuid.UUID, *, final: bool = True, deadline: Deadline | None = None
     ) -> ConsolidationResult:
         """Distill the session's messages not yet consolidated into explicit memories.
 
@@ -172,9 +172,16 @@ class ConsolidationService:
             session_id: the session to read.
             final: False for a run in the middle of a live session, which leaves the last few
                 seconds of messages for the next run.
+            deadline: every LLM call ends by it (the end of a job); what is not done by then
+                stays for a later run.
+
+        Returns:
+            What was done; `busy` 1 when another process is consolidating the session now
+            (nothing was done here: that run finishes it).
 
         Raises:
-            LLMUnavailable: the LLM failed; nothing of the failed batch was marked done.
+            LLMUnavailable: the LLM failed or the deadline came; nothing of the failed batch
+                was marked done.
         """
         lock = self._locks.get(session_id)
         if lock is None:
@@ -186,33 +193,72 @@ class ConsolidationService:
                 raise InvalidInput(
                     "no such session to consolidate", suggestion="pass the id of a stored session"
                 )
-            total = ConsolidationResult()
-            upper = None if final else self._clock() - timedelta(seconds=SETTLE_S)
-            while True:
-                rows = await self._next_batch(session, upper)
-                if not rows:
-                    break
-                total += await self._consolidate_batch(session, rows)
-                through = rows[-1]["created_at"]
-                await self._pool.execute(
-                    "update public.sessions set consolidated_through = "
-                    "greatest(coalesce(consolidated_through, '-infinity'), $2) "
-                    "where id = $1 and user_id = $3",
-                    session.id, through, session.user_id,
-                )
-                session = _Session(
-                    session.id, session.user_id, session.companion_id, through, session.timezone
-                )
+            if not await self._claim(session):
+                self._counters["busy"] += 1
+                return ConsolidationResult(busy=1)
+            try:
+                result = await self._consolidate(session, final, deadline)
+            finally:
+                await self._release(session)
         if final:
             # The session is distilled now: its person's old turns may expire.
-            await self._apply_retention(session.user_id)
-        return total
+            await self._apply_retention(session.user_id, deadline)
+        return result
 
-    async def _apply_retention(self, user_id: uuid.UUID) -> None:
+    async def _apply_retention(self, user_id: uuid.UUID, deadline: Deadline | None) -> None:
         try:
-            await self._memory.apply_retention(user_id)
+            async with within(deadline):
+                await self._memory.apply_retention(user_id)
         except Exception as exc:  # the next session end or maintenance pass tries again
             logger.warning("retention after consolidation failed (%s)", type(exc).__name__)
+
+    async def _consolidate(
+        self, session: _Session, final: bool, deadline: Deadline | None
+    ) -> ConsolidationResult:
+        total = ConsolidationResult()
+        upper = None if final else self._clock() - timedelta(seconds=SETTLE_S)
+        while True:
+            rows = await self._next_batch(session, upper)
+            if not rows:
+                return total
+            total += await self._consolidate_batch(session, rows, deadline)
+            through = rows[-1]["created_at"]
+            # The profile summary is written from what this saved: it is due now.
+            await self._pool.execute(
+                "update public.sessions set consolidated_through = "
+                "greatest(coalesce(consolidated_through, '-infinity'), $2), "
+                "profile_due_at = case when $4 then now() else profile_due_at end, "
+                "consolidating_until = now() + make_interval(secs => $5) "
+                "where id = $1 and user_id = $3",
+                session.id, through, session.user_id,
+                any(row["role"] == "user" for row in rows), LEASE_S,
+            )
+            session = _Session(
+                session.id, session.user_id, session.companion_id, through, session.timezone
+            )
+
+    async def _claim(self, session: _Session) -> bool:
+        """Take the session's lease, unless another live run holds it."""
+        claimed = await self._pool.fetchval(
+            "update public.sessions set consolidating_until = now() + make_interval(secs => $3), "
+            "consolidation_holder = $4 "
+            "where id = $1 and user_id = $2 and (consolidating_until is null "
+            "or consolidating_until < now() or consolidation_holder = $4) returning true",
+            session.id, session.user_id, LEASE_S, self._holder,
+        )
+        return bool(claimed)
+
+    async def _release(self, session: _Session) -> None:
+        try:
+            await self._pool.execute(
+                "update public.sessions set consolidating_until = null, "
+                "consolidation_holder = null "
+                "where id = $1 and user_id = $2 and consolidation_holder = $3",
+                session.id, session.user_id, self._holder,
+            )
+        except Exception as exc:
+            # The lease runs out by itself.
+            logger.warning("releasing a consolidation lease failed (%s)", type(exc).__name__)
 
     async def _load_session(self, session_id: uuid.UUID) -> _Session | None:
         row = await self._pool.fetchrow(
@@ -252,7 +298,7 @@ class ConsolidationService:
         return rows
 
     async def _consolidate_batch(
-        self, session: _Session, rows: list[asyncpg.Record]
+        self, session: _Session, rows: list[asyncpg.Record], deadline: Deadline | None
     ) -> ConsolidationResult:
         refs = {f"m{i + 1}": row for i, row in enumerate(rows)}
         if not any(row["role"] == "user" for row in rows):
@@ -260,7 +306,7 @@ class ConsolidationService:
         known = await self._memory.current(
             session.user_id, session.companion_id, limit=_MAX_KNOWN_KEYS
         )
-        items = await self._ask_llm(session, refs, known)
+        items = await self._ask_llm(session, refs, known, deadline)
         already = await self._keys_citing(session, [row["id"] for row in rows])
         saved = unchanged = rejected = 0
         for item in items[:MAX_ITEMS_PER_BATCH]:
@@ -310,7 +356,11 @@ class ConsolidationService:
         return ConsolidationResult(len(rows), saved, unchanged, rejected)
 
     async def _ask_llm(
-        self, session: _Session, refs: dict[str, asyncpg.Record], known: list[Memory]
+        self,
+        session: _Session,
+        refs: dict[str, asyncpg.Record],
+        known: list[Memory],
+        deadline: Deadline | None,
     ) -> list[Any]:
         system = render(
             "memory_consolidation",
@@ -320,15 +370,17 @@ class ConsolidationService:
         )
         self._counters["llm_calls"] += 1
         try:
-            response = await self._models.openai.chat.completions.create(
-                model=self._settings.llm_model,
-                messages=[
-                    {"role": "system", "content": system},
-                    {"role": "user", "content": transcript(refs)},
-                ],
-                response_format={"type": "json_object"},
-                temperature=0,
-            )
+            client = self._models.openai_until(deadline)
+            async with within(deadline):
+                response = await client.chat.completions.create(
+                    model=self._settings.llm_model,
+                    messages=[
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": transcript(refs)},
+                    ],
+                    response_format={"type": "json_object"},
+                    temperature=0,
+                )
             content = response.choices[0].message.content or ""
         except CompanionError:
             raise
@@ -358,92 +410,62 @@ class ConsolidationService:
             )
         return found
 
-    async def consolidate_pending(self, *, limit: int = 50) -> ConsolidationResult:
-        """Resume sessions that ended (or went quiet) with messages not yet consolidated.
-
-        This is what picks up after a crash: nothing is lost, only delayed.
-        """
+    async def pending_sessions(
+        self,
+        *,
+        limit: int,
+        user_id: uuid.UUID | None = None,
+        companion_id: uuid.UUID | None = None,
+    ) -> list[uuid.UUID]:
+        """Sessions that ended (or went quiet) with messages of the person not yet
+        consolidated, oldest activity first; with `user_id`, only that person's (and with
+        `companion_id`, only that companion's)."""
         idle_before = self._clock() - timedelta(seconds=self._settings.consolidation_idle_s)
         rows = await self._pool.fetch(
             "select s.id from public.sessions s "
             "where (s.ended_at is not null or s.last_activity_at < $1) "
+            "and ($3::uuid is null or s.user_id = $3) "
+            "and ($4::uuid is null or s.companion_id = $4) "
             "and exists (select 1 from public.messages m "
             "  where m.session_id = s.id and m.user_id = s.user_id "
             "  and m.role = 'user' "
             "  and m.created_at > coalesce(s.consolidated_through, '-infinity'::timestamptz)) "
             "order by s.last_activity_at limit $2",
-            idle_before, limit,
+            idle_before, limit, user_id, companion_id,
         )
+        return [row["id"] for row in rows]
+
+    async def consolidate_pending(
+        self,
+        *,
+        limit: int = 50,
+        user_id: uuid.UUID | None = None,
+        companion_id: uuid.UUID | None = None,
+    ) -> ConsolidationResult:
+        """Resume sessions that ended (or went quiet) with messages not yet consolidated
+        (`pending_sessions`).
+
+        This is what picks up after a crash or a job that ran out of time: nothing is lost,
+        only delayed. A session that fails is logged and left for the next run.
+        """
         total = ConsolidationResult()
-        for row in rows:
+        for session_id in await self.pending_sessions(
+            limit=limit, user_id=user_id, companion_id=companion_id
+        ):
             try:
-                total += await self.consolidate_session(row["id"], final=True)
+                total += await self.consolidate_session(session_id, final=True)
             except Exception as exc:
                 self._counters["failures"] += 1
                 logger.warning("pending consolidation failed (%s)", type(exc).__name__)
         return total
 
-    # --- maintenance --------------------------------------------------------------------------
-
-    async def run_maintenance(self) -> dict[str, Any]:
-        """One pass of every job; skipped when another process holds the maintenance lock."""
-        async with self._pool.acquire() as lock_conn, lock_conn.transaction():
-            # Several workers share one database; one of them doing the sweep is enough.
-            if not await lock_conn.fetchval(
-                "select pg_try_advisory_xact_lock($1)", _MAINTENANCE_LOCK
-            ):
-                return {"skipped": True}
-            pending = await self.consolidate_pending()
-            decayed = await self._upkeep.decay()
-            merged = await self._upkeep.merge_duplicates()
-            flagged = await self._upkeep.flag_contradictions()
-            retained = await self._memory.apply_retention_due()
-        self._counters["maintenance_runs"] += 1
-        return {
-            "skipped": False,
-            "consolidated_messages": pending.messages,
-            "saved": pending.saved,
-            "decayed": decayed,
-            "merged": merged,
-            "contradictions": flagged,
-            "expired_turns": retained.episodes,
-            "expired_values": retained.versions,
-        }
-
-    async def start(self) -> None:
-        """Run maintenance every `settings.maintenance_interval_s` until `stop()`."""
-        if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.create_task(self._maintenance_loop())
-
-    async def stop(self) -> None:
-        """Stop the periodic loop and wait for background consolidations to finish."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
-        await self.drain()
-
-    async def _maintenance_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.maintenance_interval_s)
-            try:
-                await self.run_maintenance()
-            except Exception as exc:
-                logger.warning("memory maintenance failed (%s)", type(exc).__name__)
-
     # --- stats and lifecycle --------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        return {
-            **self._counters,
-            **self._upkeep.counters,
-            "pending_tasks": len(self._tasks),
-            "loop_running": self._loop_task is not None and not self._loop_task.done(),
-        }
+        return {**self._counters, "pending_tasks": len(self._tasks)}
 
     async def drain(self) -> None:
         await self._tasks.drain()
 
     async def aclose(self) -> None:
-        await self.stop()
+        await self.drain()

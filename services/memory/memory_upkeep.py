@@ -2,29 +2,73 @@
 
 Each job is safe to run often and again after a crash: decay applies at most once a day per
 row, a merged duplicate is superseded once, a contradiction is flagged once.
+
+Merges and contradictions look at one scope (a person and one companion, or their shared
+memories) at a time, and with `since` only at pairs with a memory created since then: the
+pairs of older memories were looked at by an earlier pass, so a pass costs what changed, not
+what is stored. Which pairs qualify is `upkeep_pairs`' plain CPU work, run in a thread; the
+writes are one statement per scope and kind.
 """
 
 from __future__ import annotations
 
-import difflib
+import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-
-import numpy as np
 
 from core.config import Settings
 from core.dates import utc_now
-from core.memory_records import MEMORY_COLUMNS, Memory, normalize_text
+from core.memory_records import MEMORY_COLUMNS, Memory
 from infrastructure.connection_pool import ConnectionPool, rows_affected
 from services.memory.memory_service import MemoryService
+from services.memory.upkeep_pairs import (
+    Merge,
+    Vector,
+    contradiction_pairs,
+    merge_groups,
+    merge_plan,
+)
 
-MERGE_SIMILARITY = 0.92
-KEY_SIMILARITY = 0.85
+Scope = tuple[uuid.UUID, uuid.UUID | None]
+
+_CURRENT = (
+    f"select {MEMORY_COLUMNS} from public.memories "
+    "where user_id = $1 and companion_id is not distinct from $2 "
+    "and kind = 'explicit' and superseded_at is null order by created_at, id"
+)
+_SUPERSEDE = """
+update public.memories m set superseded_at = $4, superseded_by = p.keep_id, updated_at = $4
+from unnest($1::uuid[], $2::uuid[]) as p(drop_id, keep_id)
+where m.id = p.drop_id and m.user_id = $3 and m.superseded_at is null
+returning m.id
+"""
+# The kept memory is as important as the most important one it absorbed.
+_RAISE = """
+update public.memories k set importance = greatest(k.importance, p.importance)
+from unnest($1::uuid[], $2::real[]) as p(keep_id, importance)
+where k.id = p.keep_id and k.user_id = $3
+"""
+# Each memory gets the ids of those it contradicts in `source.contradicts`, once.
+_FLAG = """
+with wanted as (
+  select f.id, array_agg(f.other order by f.n) as others
+  from unnest($1::uuid[], $2::text[]) with ordinality as f(id, other, n) group by f.id
+), added as (
+  select m.id, (select coalesce(jsonb_agg(to_jsonb(u.other) order by u.n), '[]'::jsonb)
+                from unnest(w.others) with ordinality as u(other, n)
+                where not coalesce(m.source -> 'contradicts', '[]'::jsonb) ? u.other) as new
+  from public.memories m join wanted w on w.id = m.id where m.user_id = $3
+)
+update public.memories m set source = jsonb_set(
+  m.source, '{contradicts}', coalesce(m.source -> 'contradicts', '[]'::jsonb) || a.new)
+from added a where m.id = a.id and jsonb_array_length(a.new) > 0
+returning jsonb_array_length(a.new) as added
+"""
 
 
 class MemoryUpkeep:
-    """The periodic jobs over every user's memories (`ConsolidationService` runs them).
+    """The periodic jobs over the memory store (`MemoryMaintenance` runs them).
 
     Args:
         pool: the shared database pool.
@@ -45,7 +89,7 @@ class MemoryUpkeep:
         self._memory = memory
         self._settings = settings
         self._clock = clock
-        self.counters = {"decayed": 0, "merged": 0, "contradictions": 0}
+        self.counters = {"decayed": 0, "merged": 0, "contradictions": 0, "scopes_checked": 0}
 
     async def decay(self) -> int:
         """Lower the importance of unused episodic memories and of events now past.
@@ -68,44 +112,44 @@ class MemoryUpkeep:
         self.counters["decayed"] += count
         return count
 
-    async def merge_duplicates(self, user_id: uuid.UUID | None = None) -> int:
+    async def scopes(
+        self, user_id: uuid.UUID | None = None, *, since: datetime | None = None
+    ) -> list[Scope]:
+        """Scopes with two or more current explicit memories, or (`since`) with one created
+        since then."""
+        if since is None:
+            rows = await self._pool.fetch(
+                "select user_id, companion_id from public.memories "
+                "where kind = 'explicit' and superseded_at is null "
+                "and ($1::uuid is null or user_id = $1) "
+                "group by user_id, companion_id having count(*) > 1",
+                user_id,
+            )
+        else:
+            rows = await self._pool.fetch(
+                "select distinct user_id, companion_id from public.memories "
+                "where kind = 'explicit' and superseded_at is null and created_at >= $2 "
+                "and ($1::uuid is null or user_id = $1)",
+                user_id, since,
+            )
+        return [(r["user_id"], r["companion_id"]) for r in rows]
+
+    async def merge_duplicates(
+        self, user_id: uuid.UUID | None = None, *, since: datetime | None = None
+    ) -> int:
         """Supersede current explicit memories that repeat another under a different key.
 
         Same scope and category, the same value (ignoring case and punctuation), and a
         similar key or a near-identical embedding: the older one is superseded by the newer.
         """
         merged = 0
-        for scope in await self._scopes(user_id):
-            memories = await self._current_with_vectors(*scope)
-            gone: set[uuid.UUID] = set()
-            for a, va, b, vb in _pairs(memories):
-                if a.id in gone or b.id in gone or a.category != b.category:
-                    continue
-                if normalize_text(a.value or "") != normalize_text(b.value or ""):
-                    continue
-                if not (_keys_alike(a, b) or _cosine(va, vb) >= MERGE_SIMILARITY):
-                    continue
-                keep, drop = (a, b) if (a.occurred_at, a.created_at) >= (
-                    b.occurred_at, b.created_at) else (b, a)
-                status = await self._pool.execute(
-                    "update public.memories set superseded_at = $3, superseded_by = $2, "
-                    "updated_at = $3 where id = $1 and superseded_at is null",
-                    drop.id, keep.id, self._clock(),
-                )
-                if rows_affected(status):
-                    await self._pool.execute(
-                        "update public.memories set importance = greatest(importance, $2) "
-                        "where id = $1",
-                        keep.id, drop.importance,
-                    )
-                    merged += 1
-                gone.add(drop.id)
-            if gone:
-                await self._memory.invalidate(scope[0], scope[1])
-        self.counters["merged"] += merged
+        for scope in await self.scopes(user_id, since=since):
+            merged += await self.merge_scope(scope, since=since)
         return merged
 
-    async def flag_contradictions(self, user_id: uuid.UUID | None = None) -> int:
+    async def flag_contradictions(
+        self, user_id: uuid.UUID | None = None, *, since: datetime | None = None
+    ) -> int:
         """Mark pairs of current memories that look like one thing with two different values.
 
         Same scope and category, alike keys ("favorite_food" / "favourite_food"), different
@@ -113,67 +157,83 @@ class MemoryUpkeep:
         to settle. Flagging twice adds nothing.
         """
         flagged = 0
-        for scope in await self._scopes(user_id):
-            memories = await self._current_with_vectors(*scope)
-            in_scope = 0
-            for a, _, b, _ in _pairs(memories):
-                if a.category != b.category or not _keys_alike(a, b):
-                    continue
-                if normalize_text(a.value or "") == normalize_text(b.value or ""):
-                    continue
-                for one, other in ((a, b), (b, a)):
-                    status = await self._pool.execute(
-                        "update public.memories set source = jsonb_set(source, '{contradicts}', "
-                        "coalesce(source -> 'contradicts', '[]'::jsonb) || to_jsonb($2::text)) "
-                        "where id = $1 and not coalesce(source -> 'contradicts', '[]'::jsonb) "
-                        "? $2",
-                        one.id, str(other.id),
-                    )
-                    in_scope += rows_affected(status)
-            if in_scope:
-                await self._memory.invalidate(scope[0], scope[1])
-            flagged += in_scope
+        for scope in await self.scopes(user_id, since=since):
+            flagged += await self.flag_scope(scope, since=since)
+        return flagged
+
+    async def merge_scope(self, scope: Scope, *, since: datetime | None = None) -> int:
+        """Merge one scope's duplicates (with `since`: those involving a newer memory)."""
+        memories = await self._current(scope)
+        new = _created_since(memories, since)
+        wanted = merge_groups(memories, new)
+        if not wanted:
+            return 0
+        vectors = await self._vectors(scope[0], wanted)
+        plan = await asyncio.to_thread(merge_plan, memories, vectors, new)
+        merged = await self._supersede(scope[0], plan) if plan else 0
+        if merged:
+            await self._memory.invalidate(*scope)
+        self.counters["scopes_checked"] += 1
+        self.counters["merged"] += merged
+        return merged
+
+    async def flag_scope(self, scope: Scope, *, since: datetime | None = None) -> int:
+        """Flag one scope's contradictions (with `since`: those involving a newer memory)."""
+        memories = await self._current(scope)
+        pairs = await asyncio.to_thread(
+            contradiction_pairs, memories, _created_since(memories, since)
+        )
+        if not pairs:
+            return 0
+        ids: list[uuid.UUID] = []
+        others: list[str] = []
+        for a, b in pairs:
+            ids += [a.id, b.id]
+            others += [str(b.id), str(a.id)]
+        rows = await self._pool.fetch(_FLAG, ids, others, scope[0])
+        flagged = sum(int(r["added"]) for r in rows)
+        if flagged:
+            await self._memory.invalidate(*scope)
         self.counters["contradictions"] += flagged
         return flagged
 
-    async def _scopes(self, user_id: uuid.UUID | None) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
+    async def _current(self, scope: Scope) -> list[Memory]:
+        rows = await self._pool.fetch(_CURRENT, *scope)
+        return [Memory.from_record(r) for r in rows]
+
+    async def _vectors(
+        self, user_id: uuid.UUID, ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, Vector | None]:
         rows = await self._pool.fetch(
-            "select user_id, companion_id from public.memories "
-            "where kind = 'explicit' and superseded_at is null "
-            "and ($1::uuid is null or user_id = $1) "
-            "group by user_id, companion_id having count(*) > 1",
-            user_id,
+            "select id, embedding from public.memories "
+            "where user_id = $1 and id = any($2::uuid[])",
+            user_id, list(ids),
         )
-        return [(r["user_id"], r["companion_id"]) for r in rows]
+        return {r["id"]: r["embedding"] for r in rows}
 
-    async def _current_with_vectors(
-        self, user_id: uuid.UUID, companion_id: uuid.UUID | None
-    ) -> list[tuple[Memory, np.ndarray | None]]:
-        rows = await self._pool.fetch(
-            f"select {MEMORY_COLUMNS}, embedding from public.memories "
-            "where user_id = $1 and companion_id is not distinct from $2 "
-            "and kind = 'explicit' and superseded_at is null order by created_at limit 1000",
-            user_id, companion_id,
-        )
-        return [(Memory.from_record(r), r["embedding"]) for r in rows]
-
-
-def _pairs(
-    memories: list[tuple[Memory, np.ndarray | None]],
-) -> list[tuple[Memory, np.ndarray | None, Memory, np.ndarray | None]]:
-    return [
-        (a, va, b, vb)
-        for i, (a, va) in enumerate(memories)
-        for (b, vb) in memories[i + 1 :]
-    ]
-
-
-def _keys_alike(a: Memory, b: Memory) -> bool:
-    return difflib.SequenceMatcher(None, a.key or "", b.key or "").ratio() >= KEY_SIMILARITY
+    async def _supersede(self, user_id: uuid.UUID, plan: Sequence[Merge]) -> int:
+        now = self._clock()
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Two statements: one statement may not change a row twice (a memory merged into
+            # another and then into a third is superseded here and raised below).
+            dropped = {
+                r["id"] for r in await conn.fetch(
+                    _SUPERSEDE, [m.drop.id for m in plan], [m.keep.id for m in plan],
+                    user_id, now,
+                )
+            }
+            raised: dict[uuid.UUID, float] = {}
+            for merge in plan:
+                if merge.drop.id in dropped:
+                    raised[merge.keep.id] = max(
+                        raised.get(merge.keep.id, 0.0), merge.drop.importance
+                    )
+            if raised:
+                await conn.execute(_RAISE, list(raised), list(raised.values()), user_id)
+        return len(dropped)
 
 
-def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    if a is None or b is None or len(a) == 0 or len(a) != len(b):
-        return 0.0
-    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a, b) / denom) if denom else 0.0
+def _created_since(memories: Sequence[Memory], since: datetime | None) -> set[uuid.UUID] | None:
+    if since is None:
+        return None
+    return {m.id for m in memories if m.created_at >= since}

@@ -86,11 +86,12 @@ async def services(agent_settings: Settings) -> AsyncIterator[Services]:
 
 
 async def settle(services: Services) -> None:
-    """Wait for background embeddings, summaries and profile refreshes, then the batcher."""
+    """Wait for background work (sessions closing after a hand-over, catching up on earlier
+    sessions, embeddings, summaries, consolidations), then the batcher."""
     for _ in range(3):
+        await asyncio.gather(*list(services.background), return_exceptions=True)
         await services.memory.drain()
         await services.conversations.drain()
-        await services.profiles.drain()
         await services.consolidation.drain()
         await services.batcher.flush()
 

@@ -74,28 +74,41 @@ async def test_without_an_llm_the_summary_lists_the_most_important_facts(service
     assert services.profiles.stats()["refreshed_fallback"] == 1
 
 
-async def test_a_scheduled_refresh_runs_in_the_background_once_per_companion(
+async def test_a_due_summary_stays_due_until_the_llm_writes_it_and_a_list_never_replaces_it(
     services, stub
 ) -> None:
     user_id = uuid.uuid4()
     await services.users.ensure(user_id)
     companion = await services.companions.resolve(user_id)
-    other = await services.companions.create(user_id, name="Luna")
     await services.memory.remember(user_id, companion.id, "FACT", "job", "baker")
-    await services.memory.remember(user_id, other.id, "FACT", "hobby", "stargazing")
+    # What a consolidation of a session leaves: the companion's summary is due.
+    await services.pool.execute(
+        "insert into sessions (user_id, companion_id, summary, profile_due_at) "
+        "values ($1, $2, 'They talked about bread.', now())",
+        user_id, companion.id,
+    )
+    assert await services.profiles.due(limit=10) == [(user_id, companion.id)]
 
-    services.profiles.schedule_refresh(user_id, companion.id)
-    services.profiles.schedule_refresh(user_id, companion.id)
-    assert services.profiles.stats()["pending_tasks"] == 1
-    # Another companion's refresh is not covered by the first one's.
-    services.profiles.schedule_refresh(user_id, other.id)
-    assert services.profiles.stats()["pending_tasks"] == 2
-    await services.profiles.drain()
+    stub.fail_next(1, status=500, path_prefix="/chat/completions")
+    assert await services.profiles.refresh_if_due(user_id, companion.id) is False
+    # No summary yet: the plain list stands in, and the summary stays due.
+    assert await services.users.companion_summary(user_id, companion.id) == "job: baker"
 
-    for each in (companion, other):
-        profile = await services.users.profile_for(user_id, each.id)
-        assert profile is not None and profile.profile_summary
-    assert services.profiles.stats()["refreshed_by_llm"] == 2
+    stub.brain.background = lambda body: (
+        "A baker who talks about bread." if PROFILE_MARK in system_prompt(body) else None
+    )
+    assert await services.profiles.refresh_if_due(user_id, companion.id) is True
+    assert await services.profiles.due(limit=10) == []
+    written = "A baker who talks about bread."
+    assert await services.users.companion_summary(user_id, companion.id) == written
+
+    # Due again, and the LLM fails: the written summary stays (a list never replaces it).
+    await services.pool.execute(
+        "update sessions set profile_due_at = now() where user_id = $1", user_id
+    )
+    stub.fail_next(1, status=500, path_prefix="/chat/completions")
+    assert await services.profiles.refresh_if_due(user_id, companion.id) is False
+    assert await services.users.companion_summary(user_id, companion.id) == written
 
 
 async def test_each_companion_keeps_its_own_summary_and_the_user_row_keeps_none(

@@ -1,10 +1,8 @@
-"""Consolidation and maintenance over real Postgres and Redis, with the LLM as a loopback server."""
+"""Consolidation and the store's upkeep over real Postgres and Redis, with the LLM as a loopback
+server."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,7 +31,6 @@ pytestmark = pytest.mark.integration
 
 # A Saturday; the conversation happens in the minutes after it.
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-WAIT_S = 20.0
 
 
 class Clock:
@@ -98,7 +95,7 @@ async def world(
         settings = make_settings(
             redis_enabled=True, redis_url=redis_server.url, openai_base_url=server.base_url,
             openai_max_retries=0, llm_model="memory-model", consolidation_max_messages=4,
-            consolidation_every_turns=4, maintenance_interval_s=0.05,
+            consolidation_every_turns=4,
         )
         pool = await ConnectionPool.create(settings, dsn=db_dsn)
         models = ModelClients.create(settings)
@@ -110,8 +107,8 @@ async def world(
                     pool=pool, memory=stack.memory, settings=settings, clock=clock
                 )
                 consolidation = ConsolidationService(
-                    pool=pool, models=models, memory=stack.memory, upkeep=upkeep,
-                    settings=settings, clock=clock,
+                    pool=pool, models=models, memory=stack.memory, settings=settings,
+                    clock=clock,
                 )
                 user = await create_user(pool, timezone="Europe/Lisbon")
                 companion = await create_companion(pool, user, "Veda")
@@ -191,7 +188,7 @@ async def test_without_a_model_server_consolidation_names_the_setting_and_marks_
 ) -> None:
     session, _ = await world.session(FIRST_CONVERSATION)
     unconfigured = ConsolidationService(
-        pool=world.pool, models=models, memory=world.stack.memory, upkeep=world.upkeep,
+        pool=world.pool, models=models, memory=world.stack.memory,
         settings=world.stack.settings, clock=world.clock,
     )
     try:
@@ -364,7 +361,7 @@ async def test_a_failed_background_run_is_counted_and_leaves_the_session_pending
     session, _ = await world.session(FIRST_CONVERSATION)
     world.server.fail_next(1, status=500, path_prefix="/v1/chat/completions")
 
-    world.consolidation.end_session(session)
+    world.consolidation.schedule(session, final=True)
     await world.consolidation.drain()
 
     assert world.consolidation.stats()["failures"] == 1
@@ -451,35 +448,6 @@ async def test_decay_lowers_unused_episodes_at_most_once_a_day(world: World) -> 
     assert rows[past_event.id] < past_event.importance
 
 
-async def test_the_maintenance_loop_runs_until_stopped(world: World) -> None:
-    session, ids = await world.session(FIRST_CONVERSATION)
-    world.server.chat_script = [first_answer(ids)]
-
-    await world.consolidation.start()
-    deadline = time.monotonic() + WAIT_S  # bounds a failing test; nothing is timed
-    while time.monotonic() < deadline:
-        if world.consolidation.stats()["maintenance_runs"] >= 1:
-            break
-        await asyncio.sleep(0.05)
-    await world.consolidation.stop()
-
-    assert world.consolidation.stats()["maintenance_runs"] >= 1
-    assert not world.consolidation.stats()["loop_running"]
-    assert set(await world.current()) == {"job", "favorite_food", "brother_visit"}
-    runs = world.consolidation.stats()["maintenance_runs"]
-    await asyncio.sleep(0.2)
-    assert world.consolidation.stats()["maintenance_runs"] == runs
-
-
-async def test_a_second_worker_skips_maintenance_while_one_is_running(world: World) -> None:
-    async with world.pool.acquire() as conn, conn.transaction():
-        await conn.execute("select pg_advisory_xact_lock(7311420615002)")
-        assert await world.consolidation.run_maintenance() == {"skipped": True}
-    summary = await world.consolidation.run_maintenance()
-    assert summary["skipped"] is False
-    json.dumps(summary)
-
-
 async def test_at_a_full_quota_new_keys_are_counted_out_and_the_session_is_still_marked_done(
     world: World,
 ) -> None:
@@ -490,8 +458,7 @@ async def test_at_a_full_quota_new_keys_are_counted_out_and_the_session_is_still
     )
     models = ModelClients.create(settings)
     consolidation = ConsolidationService(
-        pool=world.pool, models=models, memory=memory, upkeep=world.upkeep,
-        settings=settings, clock=world.clock,
+        pool=world.pool, models=models, memory=memory, settings=settings, clock=world.clock,
     )
     session, ids = await world.session(FIRST_CONVERSATION)
     world.server.chat_script = [first_answer(ids)]

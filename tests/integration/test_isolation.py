@@ -158,7 +158,6 @@ async def settle(services: Services) -> None:
     for _ in range(3):
         await services.memory.drain()
         await services.conversations.drain()
-        await services.profiles.drain()
         await services.consolidation.drain()
         await services.batcher.flush()
 

@@ -19,7 +19,6 @@ from infrastructure import migrations
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.model_clients import ModelClients
 from services.memory.consolidation_service import ConsolidationService
-from services.memory.memory_upkeep import MemoryUpkeep
 from services.people.conversation_service import ConversationService
 from services.people.follow_up_service import FollowUpService
 from tests.support.memory_stack import memory_stack
@@ -355,9 +354,7 @@ async def test_a_resumed_session_and_its_consolidation_read_only_their_users_mes
                 await conversations.aclose()
 
                 consolidation = ConsolidationService(
-                    pool=pool, models=models, memory=stack.memory,
-                    upkeep=MemoryUpkeep(pool=pool, memory=stack.memory, settings=settings),
-                    settings=settings,
+                    pool=pool, models=models, memory=stack.memory, settings=settings
                 )
                 result = await consolidation.consolidate_session(b.session_id)
                 await consolidation.aclose()
