@@ -135,7 +135,24 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(default=200, ge=1, le=10_000)
     batch_flush_interval_ms: int = Field(default=250, ge=1)
     batch_max_attempts: int = Field(default=6, ge=1, le=50)
-    batch_spool_dir: Path = Field(default=PROJECT_ROOT / ".data" / "spool")
+    batch_spool_dir: Path = Field(
+        default=PROJECT_ROOT / ".data" / "spool",
+        description="Writes Postgres did not take, kept for replay (owner-only: they hold "
+        "conversation text).",
+    )
+    batch_spool_max_bytes: int = Field(
+        default=512 * 2**20, ge=2**20,
+        description="Total size of pending spool files; past it the oldest are dropped (logged).",
+    )
+    batch_kept_max_bytes: int = Field(
+        default=16 * 2**20, ge=2**16,
+        description="Size of rejected.jsonl and of set_aside.jsonl each; past it the oldest "
+        "records are dropped (logged).",
+    )
+    batch_spool_max_age_days: float = Field(
+        default=30.0, gt=0,
+        description="Spool files and kept records older than this are dropped (logged).",
+    )
 
     # --- Uplift AI -----------------------------------------------------------------------------
     upliftai_api_key: SecretStr | None = None

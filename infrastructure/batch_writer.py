@@ -4,13 +4,18 @@ One transaction per batch, one `executemany` per statement. Transient database t
 retried with exponential backoff and jitter; a batch the database refuses for good (a
 constraint violation) is written one by one, so only the bad item is set aside, in
 `rejected.jsonl`. What still fails for a transient reason goes back to the caller to spool.
+
+Given a cutoff (`cut_off`, at shutdown), every write ends by it, the one under way included,
+and no retry starts that could not finish in time: the caller spools what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 from asyncpg.exceptions import _base as asyncpg_base
@@ -21,11 +26,15 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
+from core.deadline import Deadline
 from core.errors import StorageUnavailable
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.db_errors import error_name, is_transient
-from infrastructure.spool import Spool, SpoolCodecError, SpoolEntry
+from infrastructure.spool import Spool
+from infrastructure.spool_codec import SpoolCodecError, SpoolEntry
+from infrastructure.write_kinds import WriteKind
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +44,29 @@ RETRY_INITIAL_S = 0.05
 RETRY_MAX_S = 2.0
 RETRY_JITTER_S = 0.1
 
-_Groups = dict[tuple[str, str], list[tuple[Any, ...]]]
+_Groups = dict[WriteKind, list[tuple[Any, ...]]]
 
 
 class BatchItem(NamedTuple):
-    """One queued write: a registered statement, its arguments, and when it was queued."""
+    """One queued write: its kind, its arguments, and when it was queued (on the monotonic
+    clock for the queue's age, and in UTC for the spool)."""
 
-    op: str
-    sql: str
+    kind: WriteKind
     args: tuple[Any, ...]
     enqueued_at: float
+    at: datetime
+
+    @property
+    def op(self) -> str:
+        return self.kind.op
+
+    def entry(self) -> SpoolEntry:
+        """The item as the spool keeps it: its kind by name and version, never its SQL."""
+        user_id, companion_id = self.kind.owner(self.args)
+        return SpoolEntry(
+            op=self.kind.op, version=self.kind.version, digest=self.kind.digest,
+            args=self.args, user_id=user_id, companion_id=companion_id, at=self.at,
+        )
 
 
 def ops_of(items: Sequence[BatchItem]) -> str:
@@ -57,6 +79,17 @@ def _broken(conn: Any) -> StorageUnavailable:
     # and may leave the connection looking usable; drop it so the pool opens a fresh one.
     conn.terminate()
     return StorageUnavailable("database connection broke mid-write")
+
+
+class _NoTimeLeft(stop_base):
+    """Stop retrying when the writer's cutoff would pass before the next attempt starts."""
+
+    def __init__(self, writer: BatchWriter) -> None:
+        self._writer = writer
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        cutoff = self._writer.cutoff
+        return cutoff is not None and cutoff.remaining() <= retry_state.upcoming_sleep
 
 
 class BatchWriter:
@@ -88,12 +121,38 @@ class BatchWriter:
         self.retries = 0
         self.failures = 0
         self.rejected = 0
+        self.dropped = 0
+        self.cutoff: Deadline | None = None
+        self._in_flight: set[asyncio.Timeout] = set()
+
+    def cut_off(self, deadline: Deadline) -> None:
+        """From now on every write ends by `deadline`, the one under way included."""
+        if self.cutoff is not None and self.cutoff.at <= deadline.at:
+            return
+        self.cutoff = deadline
+        for attempt in self._in_flight:
+            attempt.reschedule(deadline.loop_time())
+
+    @property
+    def cut(self) -> bool:
+        """The cutoff has passed: nothing more is sent; the caller spools."""
+        return self.cutoff is not None and self.cutoff.passed
+
+    @asynccontextmanager
+    async def _attempt(self) -> AsyncIterator[None]:
+        when = self.cutoff.loop_time() if self.cutoff is not None else None
+        async with asyncio.timeout_at(when) as attempt:
+            self._in_flight.add(attempt)
+            try:
+                yield
+            finally:
+                self._in_flight.discard(attempt)
 
     async def write(self, items: list[BatchItem]) -> list[BatchItem]:
         """Write or reject every item; return the ones a transient failure left unwritten."""
         groups: _Groups = {}
         for item in items:
-            groups.setdefault((item.op, item.sql), []).append(item.args)
+            groups.setdefault(item.kind, []).append(item.args)
         attempts = self._attempts()
         try:
             await self._retrying(self._execute_groups, groups, attempts=attempts)
@@ -119,20 +178,20 @@ class BatchWriter:
         return []
 
     async def _execute_groups(self, groups: _Groups) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._attempt(), self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    for (_op, sql), rows in groups.items():
+                    for kind, rows in groups.items():
                         self.round_trips += 1
-                        await conn.executemany(sql, rows)
+                        await conn.executemany(kind.sql, rows)
             except asyncpg_base.InternalClientError:
                 raise _broken(conn) from None
 
     async def _execute_one(self, item: BatchItem) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._attempt(), self._pool.acquire() as conn:
             try:
                 self.round_trips += 1
-                await conn.execute(item.sql, *item.args)
+                await conn.execute(item.kind.sql, *item.args)
             except asyncpg_base.InternalClientError:
                 raise _broken(conn) from None
 
@@ -167,9 +226,10 @@ class BatchWriter:
             item.op, error_name(exc), getattr(cause, "constraint_name", None),
             "rejected.jsonl",
         )
-        entry = SpoolEntry(item.op, item.sql, item.args)
         try:
-            await asyncio.to_thread(self._spool.write_rejected, entry, error_name(exc))
+            self.dropped += await asyncio.to_thread(
+                self._spool.write_rejected, item.entry(), error_name(exc)
+            )
         except (OSError, SpoolCodecError) as write_exc:
             logger.error(
                 "batcher could not keep a refused write (op=%s, %s)",
@@ -187,7 +247,7 @@ class BatchWriter:
         self, fn: Callable[..., Awaitable[T]], *args: Any, attempts: int
     ) -> T:
         retryer = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
+            stop=stop_after_attempt(attempts) | _NoTimeLeft(self),
             wait=wait_exponential_jitter(
                 multiplier=RETRY_INITIAL_S, max=RETRY_MAX_S, jitter=RETRY_JITTER_S
             ),

@@ -1,29 +1,37 @@
 """Coalesces background writes into few round trips, retries them, and never loses them.
 
-Callers `register` an idempotent statement once and `enqueue` argument tuples off the critical
-path. A tracked flush loop writes the queue every `batch_flush_interval_ms` (or as soon as
-`batch_max_size` items wait), each batch through the `BatchWriter` (one transaction, retries,
-refused items set aside in `rejected.jsonl`). A batch that still fails for a transient reason
-goes to the disk spool and is replayed at the next `start()` (or once the database is healthy
-again).
+Callers `register` a write kind (an idempotent statement with a name, a version and typed
+parameters) once and `enqueue` argument tuples off the critical path. A tracked flush loop
+writes the queue every `batch_flush_interval_ms` (or as soon as `batch_max_size` items wait),
+each batch through the `BatchWriter` (one transaction, retries, refused items kept in
+`rejected.jsonl`). A batch that still fails for a transient reason goes to the disk spool and
+is replayed, by kind, at the next `start()` (or once the database is healthy again).
+
+At the end of a job `finish_by(deadline)` bounds every write, the one under way included, so
+that what the database has not taken in time is spooled before the process is killed.
+`erase_user` and `export_user` cover one person's pending writes, in memory and on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
+import uuid
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from core.config import Settings
-from core.errors import InvalidInput
+from core.deadline import Deadline
+from core.errors import InvalidInput, StorageUnavailable
+from infrastructure.batch_spool import BatchSpool
 from infrastructure.batch_writer import BatchItem, BatchWriter, ops_of
-from infrastructure.connection_pool import ConnectionPool
+from infrastructure.connection_pool import TRY_AGAIN, ConnectionPool
 from infrastructure.db_errors import error_name
-from infrastructure.spool import Spool, SpoolCodecError, SpoolEntry, check_spoolable
+from infrastructure.spool import Spool
+from infrastructure.write_kinds import WriteKind, WriteKinds
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +41,8 @@ T = TypeVar("T")
 DEFAULT_HIGH_WATER = 50_000
 # How soon after a spill this process tries its own spool files again once writes succeed.
 RESPOOL_REPLAY_INTERVAL_S = 30.0
-
-_PLACEHOLDER = re.compile(r"\$(\d+)")
+# At the end of a job, the time kept after the last write attempt to spool what is left.
+SPOOL_RESERVE_S = 1.0
 
 
 class DatabaseBatcher:
@@ -46,10 +54,13 @@ class DatabaseBatcher:
 
     Args:
         pool: the shared connection pool.
-        settings: `batch_max_size`, `batch_flush_interval_ms`, `batch_max_attempts` and
-            `batch_spool_dir` are used.
+        settings: `batch_max_size`, `batch_flush_interval_ms`, `batch_max_attempts`, the
+            spool's directory and bounds (`batch_spool_*`, `batch_kept_max_bytes`), and
+            `db_command_timeout_s` (how long `erase_user` waits for a batch under way).
         high_water: queue length past which new items are spooled instead of kept in memory.
     """
+
+    spool_reserve_s = SPOOL_RESERVE_S
 
     def __init__(
         self,
@@ -59,15 +70,21 @@ class DatabaseBatcher:
         high_water: int = DEFAULT_HIGH_WATER,
     ) -> None:
         self._settings = settings
-        self._spool = Spool(settings.batch_spool_dir)
+        self._kinds = WriteKinds()
+        spool = Spool(
+            settings.batch_spool_dir,
+            max_bytes=settings.batch_spool_max_bytes,
+            kept_max_bytes=settings.batch_kept_max_bytes,
+            max_age=timedelta(days=settings.batch_spool_max_age_days),
+        )
+        self._spool = BatchSpool(spool, self._kinds)
         self._writer = BatchWriter(
             pool=pool,
-            spool=self._spool,
+            spool=spool,
             max_attempts=settings.batch_max_attempts,
             on_error=self._note_error,
         )
         self._high_water = max(high_water, settings.batch_max_size)
-        self._statements: dict[str, tuple[str, int]] = {}
         self._queue: deque[BatchItem] = deque()
         self._overflow: list[BatchItem] = []
         self._wake = asyncio.Event()
@@ -80,57 +97,43 @@ class DatabaseBatcher:
         self._spooled_since_replay = False
         self._last_replay = 0.0
         self._enqueued = 0
-        self._spooled = 0
-        self._replayed = 0
-        self._lost = 0
         self._last_error: str | None = None
 
     # --- public API --------------------------------------------------------------------------
 
-    def register(self, op: str, sql: str) -> None:
-        """Name an idempotent statement taking $1..$n; enqueue() then sends its arguments."""
-        if not op or not isinstance(op, str):
-            raise InvalidInput("batch op names must be non-empty strings")
-        known = self._statements.get(op)
-        if known is not None and known[0] != sql:
-            raise InvalidInput(
-                f"batch op {op!r} is already registered with another statement",
-                suggestion="register each op once, or give the new statement its own name",
-            )
-        arity = max((int(n) for n in _PLACEHOLDER.findall(sql)), default=0)
-        self._statements[op] = (sql, arity)
+    def register(self, kind: WriteKind, *, older: Sequence[WriteKind] = ()) -> None:
+        """Accept writes of `kind`; `older` versions of it are only ever replayed (lines spooled
+        before an upgrade). Registering the same kind again changes nothing.
+
+        Raises:
+            InvalidInput: the op is registered with another statement or version.
+        """
+        self._kinds.register(kind, older=older)
 
     def enqueue(self, op: str, args: tuple[Any, ...]) -> None:
         """Queue one write; O(1), never blocks, never raises for database trouble.
 
         Raises:
-            InvalidInput: the op is not registered, or the arguments do not fit it (bugs in the
-                caller, which no retry could fix).
+            InvalidInput: the op is not registered, or the arguments do not fit its parameters
+                (bugs in the caller, which no retry could fix).
         """
-        statement = self._statements.get(op)
-        if statement is None:
+        kind = self._kinds.current(op)
+        if kind is None:
             raise InvalidInput(
                 f"batch op {op!r} is not registered",
-                suggestion="call batcher.register(op, sql) at start-up",
+                suggestion="call batcher.register(WriteKind.of(...)) at start-up",
             )
-        sql, arity = statement
-        if len(args) != arity:
+        mismatch = kind.mismatch(args)
+        if mismatch is not None:
             raise InvalidInput(
-                f"batch op {op!r} takes {arity} arguments, got {len(args)}",
-                suggestion="pass one value per $n placeholder",
+                f"batch op {op!r} {mismatch}",
+                suggestion="pass one value of the declared type per $n placeholder",
             )
-        try:
-            check_spoolable(args)
-        except SpoolCodecError as exc:
-            raise InvalidInput(
-                f"batch op {op!r}: {exc}",
-                suggestion="pass str/int/float/bool/None, UUID, datetime/date, or a vector",
-            ) from None
-        item = BatchItem(op, sql, tuple(args), time.monotonic())
+        item = BatchItem(kind, tuple(args), time.monotonic(), datetime.now(UTC))
         self._enqueued += 1
         if self._state == "closed":
             logger.warning("batcher is closed; spooling a late write (op=%s)", op)
-            self._spool_sync([item])
+            self._spool.write_now([item])
             return
         if len(self._queue) >= self._high_water:
             self._overflow.append(item)
@@ -141,22 +144,33 @@ class DatabaseBatcher:
             self._wake.set()
 
     async def start(self) -> None:
-        """Start the flush loop, then replay what earlier runs left in the spool."""
+        """Start the flush loop, then apply the spool's bounds and replay what earlier runs
+        left in it (register every kind first: lines of unknown kinds are set aside)."""
         if self._state != "new":
             return
         self._state = "running"
         self._task = asyncio.create_task(self._run(), name="database-batcher-flush-loop")
+        await self._spool.prune()
         await self._replay()
 
+    def finish_by(self, deadline: Deadline) -> None:
+        """The job ends at `deadline`: from now on every write, the one under way included,
+        ends `spool_reserve_s` before it, and what is not written by then is spooled."""
+        self._writer.cut_off(deadline.earlier(self.spool_reserve_s))
+
     async def flush(self) -> None:
-        """Write everything queued so far and wait for it (spilled overflow goes to disk)."""
+        """Write (or, past `finish_by`'s cutoff, spool) everything queued so far and wait for
+        it; spilled overflow goes to disk."""
         await self._flush_pending()
         await self._settle_overflow()
 
-    async def aclose(self) -> None:
-        """Stop the loop and drain everything, including items enqueued while draining."""
+    async def aclose(self, deadline: Deadline | None = None) -> None:
+        """Stop the loop and drain everything, including items enqueued while draining; with
+        `deadline`, what is not written `spool_reserve_s` before it is spooled."""
         if self._state == "closed":
             return
+        if deadline is not None:
+            self.finish_by(deadline)
         self._state = "closing"
         self._wake.set()
         try:
@@ -173,15 +187,54 @@ class DatabaseBatcher:
             leftovers = [*self._queue, *self._overflow]
             self._queue.clear()
             self._overflow.clear()
-            self._spool_sync(leftovers)
+            self._spool.write_now(leftovers)
             raise
         finally:
             # No await between the last emptiness check and this: later enqueues see "closed".
             self._state = "closed"
+        counters = self._spool.counters
         logger.info(
-            "batcher closed (written=%s, spooled=%s, rejected=%s)",
-            self._writer.written, self._spooled, self._writer.rejected,
+            "batcher closed (written=%s, spooled=%s, rejected=%s, lost=%s)",
+            self._writer.written, counters["spooled"], self._writer.rejected, counters["lost"],
         )
+
+    async def erase_user(self, user_id: uuid.UUID, *, companion_id: uuid.UUID | None = None) -> int:
+        """Erase the user's pending writes (of one companion, or all with None): the queued
+        ones, the spooled ones, the refused and set-aside ones; returns how many.
+
+        From the call on, no write of the user queued before it is written or replayed by
+        this process, and other processes' replays drop them too. Returns once a batch under
+        way has ended (written or spooled), so a delete the caller runs next comes after it.
+
+        Raises:
+            StorageUnavailable: a batch under way did not end within DB_COMMAND_TIMEOUT_S
+                (nothing queued is written meanwhile; call again).
+        """
+        erasure = self._spool.note_erasure(user_id, companion_id)
+        count = self._drop_queued(erasure.covers)
+        try:
+            async with asyncio.timeout(self._settings.db_command_timeout_s), self._lock:
+                # A failed batch may have come back to the queue meanwhile.
+                count += self._drop_queued(erasure.covers)
+        except TimeoutError:
+            raise StorageUnavailable(
+                "pending writes are still being sent to the database", suggestion=TRY_AGAIN
+            ) from None
+        task = self._overflow_task
+        if task is not None and not task.done():
+            await asyncio.wait([task])
+        count += await self._spool.erase(erasure)
+        logger.info("batcher erased %s pending writes of one user", count)
+        return count
+
+    async def export_user(self, user_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
+        """The user's writes not in the database: queued in memory, spooled, refused by the
+        database, set aside by a replay. JSON-safe; vectors appear by their size."""
+        queued = [
+            self._spool.describe(item) for item in [*self._queue, *self._overflow]
+            if item.kind.owner(item.args)[0] == user_id
+        ]
+        return {"queued": queued, **await self._spool.export(user_id)}
 
     def stats(self) -> dict[str, Any]:
         """Counters since construction; no values, only counts, op count and an error type.
@@ -189,15 +242,19 @@ class DatabaseBatcher:
         round_trips counts every statement sent (retries included); failures counts writes or
         batches that failed for good (then spooled, or split up and the bad item rejected);
         rejected counts items the database refused (kept in rejected.jsonl); replayed counts
-        items read back from the spool; lost counts items neither database nor disk would take.
+        items read back from the spool; set_aside counts spool lines replay would not run
+        (kept in set_aside.jsonl); spool_dropped counts records past the spool's bounds;
+        erased counts pending writes erased for a user; lost counts items neither database nor
+        disk would take.
         """
         writer = self._writer
         oldest_ms = 0.0
         if self._queue:
             oldest_ms = round((time.monotonic() - self._queue[0].enqueued_at) * 1000, 1)
+        spool_dropped = self._spool.counters["spool_dropped"] + writer.dropped
         return {
             "state": self._state,
-            "registered_ops": len(self._statements),
+            "registered_ops": len(self._kinds),
             "items_enqueued": self._enqueued,
             "items_written": writer.written,
             "flushes": writer.flushes,
@@ -206,13 +263,12 @@ class DatabaseBatcher:
             "retries": writer.retries,
             "failures": writer.failures,
             "rejected": writer.rejected,
-            "spooled": self._spooled,
-            "replayed": self._replayed,
-            "lost": self._lost,
+            **self._spool.counters,
+            "spool_dropped": spool_dropped,
             "queue_depth": len(self._queue),
             "overflow_depth": len(self._overflow),
             "oldest_item_age_ms": oldest_ms,
-            "last_error": self._last_error,
+            "last_error": self._last_error or self._spool.last_error,
         }
 
     # --- flush loop --------------------------------------------------------------------------
@@ -243,6 +299,7 @@ class DatabaseBatcher:
         return (
             self._spooled_since_replay
             and self._writer.healthy
+            and not self._writer.cut
             and not self._queue
             and time.monotonic() - self._last_replay >= RESPOOL_REPLAY_INTERVAL_S
         )
@@ -260,15 +317,37 @@ class DatabaseBatcher:
         self._taken += count
         await self._write_items(items)
 
+    def _drop_queued(
+        self, erased: Callable[[uuid.UUID | None, uuid.UUID | None, datetime | None], bool]
+    ) -> int:
+        """Take out of memory every queued item `erased(user, companion, at)` accepts."""
+        before = len(self._queue) + len(self._overflow)
+
+        def keep(item: BatchItem) -> bool:
+            user_id, companion_id = item.kind.owner(item.args)
+            return not erased(user_id, companion_id, item.at)
+
+        self._queue = deque(i for i in self._queue if keep(i))
+        self._overflow = [i for i in self._overflow if keep(i)]
+        dropped = before - len(self._queue) - len(self._overflow)
+        self._spool.counters["erased"] += dropped
+        return dropped
+
     # --- writing -----------------------------------------------------------------------------
 
     async def _write_items(self, items: list[BatchItem]) -> None:
         """Write, reject or spool every item; the caller holds the lock."""
+        if not items:
+            return
+        if self._writer.cut:
+            # Past the job's cutoff: the time left is for the disk.
+            await self._spool_or_keep(items)
+            return
         try:
             unwritten = await self._writer.write(items)
         except asyncio.CancelledError:
             # A shutdown timeout must not lose what was in flight; replays are idempotent.
-            self._spool_sync(items)
+            self._spool_now(items)
             raise
         if unwritten:
             await self._spool_or_keep(unwritten)
@@ -278,47 +357,21 @@ class DatabaseBatcher:
 
     # --- spool -------------------------------------------------------------------------------
 
-    async def _spool_items(self, items: Sequence[BatchItem]) -> bool:
-        entries = [SpoolEntry(i.op, i.sql, i.args) for i in items]
-        try:
-            await asyncio.to_thread(self._spool.write, entries)
-        except (OSError, SpoolCodecError) as exc:
-            self._last_error = type(exc).__name__
-            logger.error(
-                "batcher could not spool %s writes (%s, ops=%s)",
-                len(items), type(exc).__name__, ops_of(items),
-            )
-            return False
-        self._spooled += len(items)
-        self._spooled_since_replay = True
-        logger.warning("batcher spooled %s writes to disk (ops=%s)", len(items), ops_of(items))
-        return True
-
     async def _spool_or_keep(self, items: list[BatchItem]) -> None:
-        if await self._spool_items(items):
+        if await self._spool.write(items):
+            self._spooled_since_replay = True
             return
         if self._state == "running" or self._state == "new":
             # Neither database nor disk took them: keep them in memory for the next flush.
             self._queue.extendleft(reversed(items))
             return
-        self._lost += len(items)
+        self._spool.counters["lost"] += len(items)
         logger.error("batcher is closing and lost %s writes (ops=%s)", len(items), ops_of(items))
 
-    def _spool_sync(self, items: Sequence[BatchItem]) -> None:
+    def _spool_now(self, items: Sequence[BatchItem]) -> None:
         """Last-resort spooling from sync or cancelled code paths (blocks briefly)."""
-        if not items:
-            return
-        try:
-            self._spool.write([SpoolEntry(i.op, i.sql, i.args) for i in items])
-        except (OSError, SpoolCodecError) as exc:
-            self._lost += len(items)
-            self._last_error = type(exc).__name__
-            logger.error(
-                "batcher lost %s writes (%s, ops=%s)", len(items), type(exc).__name__, ops_of(items)
-            )
-            return
-        self._spooled += len(items)
-        self._spooled_since_replay = True
+        if self._spool.write_now(items):
+            self._spooled_since_replay = True
 
     def _schedule_overflow_spool(self) -> None:
         if self._overflow_task is not None and not self._overflow_task.done():
@@ -339,9 +392,10 @@ class DatabaseBatcher:
     async def _spool_overflow(self) -> None:
         while self._overflow:
             items, self._overflow = self._overflow, []
-            if not await self._spool_items(items):
+            if not await self._spool.write(items):
                 self._queue.extend(items)  # memory over loss; the queue is past its mark
                 return
+            self._spooled_since_replay = True
 
     def _track(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(coro)
@@ -357,29 +411,35 @@ class DatabaseBatcher:
             logger.error("batcher background task failed (%s)", type(exc).__name__)
 
     async def _replay(self) -> None:
-        """Write back every spool file this process can claim; each file goes to one process."""
+        """Write back every spool file this process can claim; each file goes to one process.
+        Only registered statements run; unrecognized lines are set aside and reported."""
         self._last_replay = time.monotonic()
         self._spooled_since_replay = False
         try:
-            claimed = await asyncio.to_thread(self._spool.claim)
+            claimed = await self._spool.claim()
         except OSError as exc:
             self._last_error = type(exc).__name__
             logger.error("batcher could not read its spool directory (%s)", type(exc).__name__)
             return
         total = 0
         for claim in claimed:
-            entries, corrupt = await asyncio.to_thread(self._spool.read, claim)
-            if corrupt:
-                self._last_error = "SpoolCodecError"
-                logger.error("batcher skipped %s unreadable spool lines; file kept aside", corrupt)
-            now = time.monotonic()
-            items = [BatchItem(e.op, e.sql, e.args, now) for e in entries]
-            self._replayed += len(items)
-            total += len(items)
+            await self._spool.refresh_erasures()
+            items = await self._spool.read(claim, time.monotonic())
             size = self._settings.batch_max_size
             for start in range(0, len(items), size):
+                await self._spool.refresh_erasures()
                 async with self._lock:
-                    await self._write_items(items[start:start + size])
-            await asyncio.to_thread(self._spool.finish, claim, corrupt=corrupt > 0)
+                    # An erasure may have come while the previous chunk was written.
+                    chunk = [i for i in items[start:start + size] if not self._erased(i)]
+                    self._spool.counters["replayed"] += len(chunk)
+                    total += len(chunk)
+                    await self._write_items(chunk)
+            await self._spool.finish(claim)
         if claimed:
             logger.info("batcher replayed %s writes from %s spool files", total, len(claimed))
+
+    def _erased(self, item: BatchItem) -> bool:
+        if self._spool.is_erased(item):
+            self._spool.counters["erased"] += 1
+            return True
+        return False

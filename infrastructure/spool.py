@@ -3,162 +3,54 @@
 Each spool file is complete before it becomes visible (written as a hidden `.part`, then
 renamed), so a reader never sees half a file. A reader claims a file by renaming it to a name
 only it knows; `rename` is atomic, so two processes starting at once never replay the same
-file. Values keep their Python types through a small type-tagged codec.
+file. Lines name a write kind, never SQL (`spool_codec`).
+
+The files hold conversation text: the directory is 0700 and every file 0600 (also when they
+were made with looser modes), and pending files are bounded in total size and age; what a
+bound drops is counted and returned for the caller to report. Beside the pending files live
+the kept files (`spool_kept`): refused writes, lines replay did not recognize, erasures.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
+import stat
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as dtime
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from infrastructure.spool_codec import SpoolCodecError, SpoolEntry, dumps_entry, loads_entry
+from infrastructure.spool_kept import FILE_MODE, KeptFile, open_private
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 SPOOL_PREFIX = "spool-"
 SPOOL_SUFFIX = ".jsonl"
 PART_SUFFIX = ".part"
 CLAIM_MARK = ".claimed-"
-CORRUPT_SUFFIX = ".corrupt"
 REJECTED_FILE = "rejected.jsonl"
+SET_ASIDE_FILE = "set_aside.jsonl"
+ERASURES_FILE = "erasures.jsonl"
+DIR_MODE = 0o700
 
 # A claim or a half-written file this old belongs to a process that died while holding it.
 STALE_AFTER_S = 600.0
-
-
-class SpoolCodecError(ValueError):
-    """A value the codec cannot represent, or a line that is not a valid spool entry."""
-
-
-def encode_value(value: Any) -> Any:
-    """Turn one statement argument into JSON-safe data, tagging types JSON lacks."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value
-    if isinstance(value, uuid.UUID):
-        return {"$uuid": str(value)}
-    # datetime is a subclass of date, so it must be tested first.
-    if isinstance(value, datetime):
-        return {"$datetime": value.isoformat()}
-    if isinstance(value, date):
-        return {"$date": value.isoformat()}
-    if isinstance(value, dtime):
-        return {"$time": value.isoformat()}
-    if isinstance(value, timedelta):
-        return {"$timedelta": [value.days, value.seconds, value.microseconds]}
-    if isinstance(value, Decimal):
-        return {"$decimal": str(value)}
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, np.ndarray):
-        return {"$ndarray": value.tolist(), "dtype": value.dtype.str}
-    if isinstance(value, np.generic):
-        return encode_value(value.item())
-    if isinstance(value, list):
-        return [encode_value(v) for v in value]
-    if isinstance(value, tuple):
-        return {"$tuple": [encode_value(v) for v in value]}
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise SpoolCodecError("only dicts with str keys can be spooled")
-        return {"$dict": {k: encode_value(v) for k, v in value.items()}}
-    raise SpoolCodecError(f"cannot spool a value of type {type(value).__name__}")
-
-
-def decode_value(data: Any) -> Any:
-    """Inverse of `encode_value`."""
-    if isinstance(data, list):
-        return [decode_value(v) for v in data]
-    if not isinstance(data, dict):
-        return data
-    # Every JSON object the encoder writes is a tag; plain dicts travel inside "$dict".
-    try:
-        if "$uuid" in data:
-            return uuid.UUID(data["$uuid"])
-        if "$datetime" in data:
-            return datetime.fromisoformat(data["$datetime"])
-        if "$date" in data:
-            return date.fromisoformat(data["$date"])
-        if "$time" in data:
-            return dtime.fromisoformat(data["$time"])
-        if "$timedelta" in data:
-            days, seconds, micros = data["$timedelta"]
-            return timedelta(days=days, seconds=seconds, microseconds=micros)
-        if "$decimal" in data:
-            return Decimal(data["$decimal"])
-        if "$bytes" in data:
-            return base64.b64decode(data["$bytes"])
-        if "$ndarray" in data:
-            return np.array(data["$ndarray"], dtype=np.dtype(data["dtype"]))
-        if "$tuple" in data:
-            return tuple(decode_value(v) for v in data["$tuple"])
-        if "$dict" in data:
-            return {k: decode_value(v) for k, v in data["$dict"].items()}
-    except (TypeError, ValueError, KeyError) as exc:
-        raise SpoolCodecError(f"malformed tagged value ({type(exc).__name__})") from None
-    raise SpoolCodecError("unknown tag in spooled value")
-
-
-def check_spoolable(args: Sequence[Any]) -> None:
-    """Cheap up-front check (top level only) so a write that must be spooled later can be."""
-    for value in args:
-        if not isinstance(value, _SPOOLABLE_TYPES):
-            raise SpoolCodecError(f"cannot spool a value of type {type(value).__name__}")
-
-
-_SPOOLABLE_TYPES = (
-    type(None), bool, str, int, float, uuid.UUID, date, dtime, timedelta, Decimal, bytes,
-    bytearray, memoryview, np.ndarray, np.generic, list, tuple, dict,
-)
+DEFAULT_MAX_BYTES = 512 * 2**20
+DEFAULT_KEPT_MAX_BYTES = 16 * 2**20
+DEFAULT_MAX_AGE = timedelta(days=30)
 
 
 @dataclass(frozen=True)
-class SpoolEntry:
-    """One write: the op name (for logs and stats), the statement it was made for, its args."""
+class BadLine:
+    """A spool line that is not a write this process can run, and why."""
 
-    op: str
-    sql: str
-    args: tuple[Any, ...]
-
-
-def dumps_entry(entry: SpoolEntry) -> str:
-    return json.dumps(
-        {
-            "v": FORMAT_VERSION,
-            "op": entry.op,
-            "sql": entry.sql,
-            "args": [encode_value(a) for a in entry.args],
-        },
-        separators=(",", ":"),
-    )
-
-
-def loads_entry(line: str) -> SpoolEntry:
-    try:
-        data = json.loads(line)
-        if not isinstance(data, dict) or data.get("v") != FORMAT_VERSION:
-            raise SpoolCodecError("unsupported spool line version")
-        op, sql, args = data["op"], data["sql"], data["args"]
-        if not isinstance(op, str) or not isinstance(sql, str) or not isinstance(args, list):
-            raise SpoolCodecError("spool line has the wrong shape")
-    except (json.JSONDecodeError, KeyError) as exc:
-        raise SpoolCodecError(f"unreadable spool line ({type(exc).__name__})") from None
-    return SpoolEntry(op=op, sql=sql, args=tuple(decode_value(a) for a in args))
+    line: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -174,38 +66,74 @@ class Spool:
     All methods do blocking file I/O; call them through `asyncio.to_thread` on the event loop.
 
     Args:
-        directory: where the files live; created on first write.
+        directory: where the files live; created (0700) on first use.
+        max_bytes: total size of pending files; past it the oldest files are dropped.
+        kept_max_bytes: size of each kept file (rejected, set aside).
+        max_age: pending files and kept records older than this are dropped.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        kept_max_bytes: int = DEFAULT_KEPT_MAX_BYTES,
+        max_age: timedelta = DEFAULT_MAX_AGE,
+    ) -> None:
         self.directory = directory
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+
+        def kept(name: str, stamp_key: str) -> KeptFile:
+            return KeptFile(
+                directory / name, stamp_key=stamp_key, max_bytes=kept_max_bytes, max_age=max_age
+            )
+
+        self.rejected = kept(REJECTED_FILE, "rejected_at")
+        self.set_aside = kept(SET_ASIDE_FILE, "set_aside_at")
+        self.erasures = kept(ERASURES_FILE, "at")
+        self._checked = False
+
+    # --- the directory --------------------------------------------------------------------
+
+    def ensure(self) -> Path:
+        """The directory, created 0700; on first use also tightens an existing directory and
+        its files to owner-only."""
+        if self._checked and self.directory.is_dir():
+            return self.directory
+        self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        try:
+            if stat.S_IMODE(self.directory.stat().st_mode) != DIR_MODE:
+                os.chmod(self.directory, DIR_MODE)
+            for path in self.directory.iterdir():
+                if path.is_file() and path.stat().st_mode & 0o077:
+                    os.chmod(path, FILE_MODE)
+        except PermissionError:
+            logger.error("spool directory has loose permissions this user cannot change")
+        self._checked = True
+        return self.directory
+
+    # --- pending files ----------------------------------------------------------------------
 
     def write(self, entries: Sequence[SpoolEntry]) -> Path | None:
         """Write entries as one new file, visible only once complete and on disk."""
         if not entries:
             return None
-        self.directory.mkdir(parents=True, exist_ok=True)
+        directory = self.ensure()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         name = f"{SPOOL_PREFIX}{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SPOOL_SUFFIX}"
-        final = self.directory / name
-        part = self.directory / f".{name}{PART_SUFFIX}"
-        lines = "".join(dumps_entry(e) + "\n" for e in entries)
-        with open(part, "w", encoding="utf-8") as fh:
-            fh.write(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
+        return self._write_file(directory / name, [dumps_entry(e) for e in entries])
+
+    def _write_file(self, final: Path, lines: Sequence[str]) -> Path:
+        part = final.with_name(f".{final.name}{PART_SUFFIX}")
+        fd = open_private(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            os.write(fd, "".join(line + "\n" for line in lines).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.rename(part, final)
         return final
-
-    def write_rejected(self, entry: SpoolEntry, error_type: str) -> None:
-        """Keep a write the database refused for good, for a person to inspect; never replayed."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        record = json.loads(dumps_entry(entry))
-        record["error"] = error_type
-        record["rejected_at"] = datetime.now(UTC).isoformat()
-        # One write() per line in append mode keeps concurrent writers' lines whole.
-        with open(self.directory / REJECTED_FILE, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def pending_files(self) -> list[Path]:
         """Spool files waiting to be replayed (not claimed by anyone)."""
@@ -220,64 +148,161 @@ class Spool:
         """Take ownership of every replayable file; files another process got first are skipped."""
         if not self.directory.is_dir():
             return []
+        self.ensure()
         token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         now = time.time()
         claimed: list[ClaimedFile] = []
         for path in sorted(self.directory.iterdir()):
-            name = path.name
-            if name.startswith(SPOOL_PREFIX) and name.endswith(SPOOL_SUFFIX):
-                source_name = name
-            elif CLAIM_MARK in name and not name.endswith(CORRUPT_SUFFIX):
-                # Another process claimed it and died before finishing.
-                if not _older_than(path, now, STALE_AFTER_S):
-                    continue
-                source_name = name.split(CLAIM_MARK, 1)[0]
-            elif name.startswith("." + SPOOL_PREFIX) and name.endswith(PART_SUFFIX):
-                # A writer died mid-file; its complete lines are still worth replaying.
-                if not _older_than(path, now, STALE_AFTER_S):
-                    continue
-                source_name = name[1:].removesuffix(PART_SUFFIX)
-            else:
+            source_name = _replayable_name(path, now)
+            if source_name is None:
                 continue
             target = self.directory / f"{source_name}{CLAIM_MARK}{token}"
             try:
                 os.rename(path, target)
-            except FileNotFoundError:
-                continue
-            # rename keeps the old mtime; refresh it so the claim does not look stale at once.
-            try:
+                # rename keeps the old mtime; refresh it so the claim does not look stale at once.
                 os.utime(target)
             except FileNotFoundError:
                 continue
             claimed.append(ClaimedFile(target))
         return claimed
 
-    def read(self, claimed: ClaimedFile) -> tuple[list[SpoolEntry], int]:
-        """Entries of a claimed file and the number of lines that could not be decoded."""
+    def read(self, claimed: ClaimedFile) -> tuple[list[SpoolEntry], list[BadLine]]:
+        """Entries of a claimed file, and the lines that could not be decoded."""
         entries: list[SpoolEntry] = []
-        corrupt = 0
-        try:
-            text = claimed.path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return [], 0
-        for line in text.splitlines():
-            if not line.strip():
-                continue
+        bad: list[BadLine] = []
+        for line in _lines(claimed.path):
             try:
                 entries.append(loads_entry(line))
-            except SpoolCodecError:
-                corrupt += 1
-        return entries, corrupt
+            except SpoolCodecError as exc:
+                bad.append(BadLine(line, str(exc)))
+        return entries, bad
 
-    def finish(self, claimed: ClaimedFile, *, corrupt: bool) -> None:
-        """Every entry was written, rejected or re-spooled: drop the file (or keep it aside)."""
+    def finish(self, claimed: ClaimedFile) -> None:
+        """Every entry was written, rejected, set aside or re-spooled: drop the file."""
         try:
-            if corrupt:
-                os.rename(claimed.path, claimed.path.with_name(claimed.path.name + CORRUPT_SUFFIX))
-            else:
-                claimed.path.unlink()
+            claimed.path.unlink()
         except FileNotFoundError:
             pass
+
+    # --- one person's entries ---------------------------------------------------------------
+
+    def erase_pending(self, user_id: uuid.UUID, companion_id: uuid.UUID | None) -> int:
+        """Remove the user's entries (of one companion, or all with None) from every pending
+        file no other process holds; returns how many were removed."""
+        erased = 0
+        for claim in self.claim():
+            source = claim.path.with_name(claim.path.name.split(CLAIM_MARK, 1)[0])
+            kept: list[str] = []
+            for line in _lines(claim.path):
+                if belongs_to(line, user_id, companion_id):
+                    erased += 1
+                else:
+                    kept.append(line)
+            if kept:
+                # The same name keeps the file's place in the replay order.
+                self._write_file(source, kept)
+            self.finish(claim)
+        return erased
+
+    def pending_of(self, user_id: uuid.UUID) -> list[SpoolEntry]:
+        """The user's entries in pending files (not those claimed by a replay under way)."""
+        found = []
+        for path in self.pending_files():
+            for line in _lines(path):
+                if str(user_id) not in line:
+                    continue
+                try:
+                    entry = loads_entry(line)
+                except SpoolCodecError:
+                    continue
+                if entry.user_id == user_id:
+                    found.append(entry)
+        return found
+
+    # --- bounds -------------------------------------------------------------------------------
+
+    def prune(self) -> dict[str, int]:
+        """Apply the age and size bounds; returns what each dropped (entries or records)."""
+        dropped = {"pending": 0, "rejected": 0, "set_aside": 0}
+        if not self.directory.is_dir():
+            return dropped
+        self.ensure()
+        now = time.time()
+        files = [(p, p.stat()) for p in self.pending_files()]
+        total = sum(st.st_size for _, st in files)
+        for path, st in files:  # oldest first
+            too_old = now - st.st_mtime > self.max_age.total_seconds()
+            if not too_old and total <= self.max_bytes:
+                continue
+            count = len(_lines(path))
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue  # claimed by a replay meanwhile
+            dropped["pending"] += count
+            total -= st.st_size
+        dropped["rejected"] = self.rejected.prune()
+        dropped["set_aside"] = self.set_aside.prune()
+        self.erasures.prune()
+        return dropped
+
+    # --- kept files ---------------------------------------------------------------------------
+
+    def write_rejected(self, entry: SpoolEntry, error_type: str) -> int:
+        """Keep a write the database refused for good, for a person to inspect; never replayed.
+        Returns how many old records the size bound dropped."""
+        self.ensure()
+        record = json.loads(dumps_entry(entry))
+        record.update(error=error_type, rejected_at=datetime.now(UTC).isoformat())
+        return self.rejected.append(record)
+
+    def write_set_aside(self, bad: BadLine) -> int:
+        """Keep a spool line replay will not run; returns how many old records were dropped."""
+        self.ensure()
+        return self.set_aside.append(
+            {"set_aside_at": datetime.now(UTC).isoformat(), "reason": bad.reason,
+             "line": bad.line}
+        )
+
+
+def belongs_to(line: str, user_id: uuid.UUID, companion_id: uuid.UUID | None) -> bool:
+    """Whether a spool line is the user's (and of `companion_id`, unless None). A line that
+    cannot be read counts as the user's when it mentions the user's id at all."""
+    if str(user_id) not in line:
+        return False
+    try:
+        entry = loads_entry(line)
+    except SpoolCodecError:
+        return True
+    if entry.user_id is None:
+        return True  # a line of the first format: it names the user somewhere
+    if entry.user_id != user_id:
+        return False
+    return companion_id is None or entry.companion_id == companion_id
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _replayable_name(path: Path, now: float) -> str | None:
+    """The spool file name `path` stands for, when it may be claimed now."""
+    name = path.name
+    if name.startswith(SPOOL_PREFIX) and name.endswith(SPOOL_SUFFIX):
+        return name
+    if CLAIM_MARK in name:
+        # Another process claimed it and died before finishing.
+        return name.split(CLAIM_MARK, 1)[0] if _older_than(path, now, STALE_AFTER_S) else None
+    if name.startswith("." + SPOOL_PREFIX) and name.endswith(PART_SUFFIX):
+        # A writer died mid-file; its complete lines are still worth replaying.
+        if not _older_than(path, now, STALE_AFTER_S):
+            return None
+        return name[1:].removesuffix(PART_SUFFIX)
+    return None
 
 
 def _older_than(path: Path, now: float, seconds: float) -> bool:

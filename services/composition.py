@@ -31,20 +31,27 @@ from infrastructure.redis_cache import RedisCache
 from rag_system.engine import RetrievalEngine
 from services.memory.after_session import AfterSession
 from services.memory.consolidation_service import ConsolidationService
+from services.memory.episodic_log import EPISODE_KIND
 from services.memory.memory_maintenance import MemoryMaintenance
 from services.memory.memory_service import MemoryService
 from services.memory.memory_upkeep import MemoryUpkeep
 from services.memory.profile_service import ProfileService
 from services.memory.rag_service import RAGService
 from services.people.companion_service import CompanionService
-from services.people.conversation_service import ConversationService
-from services.people.follow_up_service import FollowUpService
+from services.people.conversation_service import (
+    ACTIVITY_KIND,
+    ACTIVITY_KIND_V1,
+    MESSAGE_KIND,
+    ConversationService,
+)
+from services.people.follow_up_service import RAISED_KIND, FollowUpService
 from services.people.onboarding_service import OnboardingService
 from services.people.user_service import UserService
+from services.persona.personality_service import WRITE_KINDS as PERSONALITY_KINDS
 from services.persona.personality_service import PersonalityService
 from services.persona.proactive_service import ProactiveService
 from services.safety.rate_limiter import RateLimiter
-from services.safety.security_service import SecurityService
+from services.safety.security_service import INCIDENT_KIND, SecurityService
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +140,18 @@ async def _quietly(work: Coroutine[Any, Any, Any], what: str) -> None:
         logger.warning("%s failed (%s)", what, type(exc).__name__)
 
 
+def register_write_kinds(batcher: DatabaseBatcher) -> None:
+    """Every kind of write the services send through the batcher (each service registers its
+    own as well): registered before `start`, so that the replay of the spool knows them all."""
+    batcher.register(EPISODE_KIND)
+    batcher.register(MESSAGE_KIND)
+    batcher.register(ACTIVITY_KIND, older=(ACTIVITY_KIND_V1,))
+    batcher.register(RAISED_KIND)
+    batcher.register(INCIDENT_KIND)
+    for kind in PERSONALITY_KINDS:
+        batcher.register(kind)
+
+
 def build_embedder(
     settings: Settings, models: ModelClients, *, local: LocalEmbedder | None = None
 ) -> Embedder:
@@ -202,6 +221,7 @@ async def build_services(
             opened.append(embedder)
         await check_dimension(pool, embedder)
         batcher = DatabaseBatcher(pool=pool, settings=settings)
+        register_write_kinds(batcher)
         await batcher.start()
         opened.append(batcher)
     except BaseException:

@@ -6,11 +6,15 @@ embeds in batches and writes one chunk per round trip, skipping turns already st
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from core.errors import InvalidInput
 from core.memory_records import SPEAKERS, Episode, content_hash, normalize_text
@@ -19,6 +23,7 @@ from core.validators import MAX_UTTERANCE_CHARS, clean_text
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.vector_codec import encode_vector
+from infrastructure.write_kinds import WriteKind
 from services.memory.importance import estimate_importance
 from services.memory.memory_vectors import MemoryVectors
 
@@ -30,6 +35,11 @@ insert into public.memories
 values ($1, $2, $3, 'episodic', $4, $5, $6, $7, $8, $9::jsonb, $10)
 on conflict do nothing
 """
+EPISODE_KIND = WriteKind.of(
+    EPISODE_OP, _EPISODE_SQL,
+    "id:uuid user_id:uuid companion_id:uuid? speaker:text content:text content_hash:text "
+    "importance:float occurred_at:time source:json embedding:vector?",
+)
 
 _IMPORT_SQL = """
 with rows as (
@@ -49,6 +59,23 @@ with rows as (
 select count(*) from inserted
 """
 _IMPORT_CHUNK = 256
+
+
+@dataclass(eq=False)
+class _PendingTurn:
+    """A logged turn being embedded; compared by identity (two turns may say the same)."""
+
+    user_id: uuid.UUID
+    companion_id: uuid.UUID | None
+    speaker: str
+    text: str
+    when: datetime
+    source: dict[str, Any]
+
+    def belongs_to(self, user_id: uuid.UUID, companion_id: uuid.UUID | None) -> bool:
+        return self.user_id == user_id and (
+            companion_id is None or self.companion_id == companion_id
+        )
 
 
 class EpisodicLog:
@@ -76,8 +103,11 @@ class EpisodicLog:
         self._vectors = vectors
         self._tasks = tasks
         self._clock = clock
-        self.counters = {"turns_logged": 0, "turns_skipped": 0, "episodes_imported": 0}
-        batcher.register(EPISODE_OP, _EPISODE_SQL)
+        self.counters = {
+            "turns_logged": 0, "turns_skipped": 0, "turns_forgotten": 0, "episodes_imported": 0,
+        }
+        self._pending: set[_PendingTurn] = set()
+        batcher.register(EPISODE_KIND)
 
     def log_turn(
         self,
@@ -88,7 +118,7 @@ class EpisodicLog:
         text: str,
         occurred_at: datetime | None = None,
     ) -> None:
-        """Validate now; embed in a background task, then enqueue the write."""
+        """Log one turn as an episodic memory; returns at once (embeds and writes later)."""
         if speaker not in SPEAKERS:
             raise InvalidInput(
                 f"speaker must be one of {', '.join(SPEAKERS)}",
@@ -100,28 +130,47 @@ class EpisodicLog:
             return
         when = occurred_at or self._clock()
         source = {"session_id": str(session_id)} if session_id is not None else {}
-        self._tasks.spawn(
-            self._embed_and_enqueue(user_id, companion_id, speaker, cleaned, when, source)
-        )
+        turn = _PendingTurn(user_id, companion_id, speaker, cleaned, when, source)
+        self._pending.add(turn)
+        self._tasks.spawn(self._embed_and_enqueue(turn))
 
-    async def _embed_and_enqueue(
-        self,
-        user_id: uuid.UUID,
-        companion_id: uuid.UUID | None,
-        speaker: str,
-        text: str,
-        when: datetime,
-        source: dict[str, Any],
-    ) -> None:
-        embedding = await self._vectors.embed_or_none(text)
+    async def _embed_and_enqueue(self, turn: _PendingTurn) -> None:
+        try:
+            embedding = await self._vectors.embed_or_none(turn.text)
+        except asyncio.CancelledError:
+            # Shutdown ran out of time for the embedding: the turn is kept without a vector.
+            self._enqueue(turn, None)
+            raise
+        self._enqueue(turn, embedding)
+
+    def _enqueue(self, turn: _PendingTurn, embedding: np.ndarray | None) -> None:
+        if turn not in self._pending:
+            self.counters["turns_forgotten"] += 1  # forgotten while it was being embedded
+            return
+        self._pending.discard(turn)
         self._batcher.enqueue(
             EPISODE_OP,
             (
-                uuid.uuid4(), user_id, companion_id, speaker, text, content_hash(text),
-                estimate_importance(text, speaker=speaker), when, json.dumps(source), embedding,
+                uuid.uuid4(), turn.user_id, turn.companion_id, turn.speaker, turn.text,
+                content_hash(turn.text), estimate_importance(turn.text, speaker=turn.speaker),
+                turn.when, json.dumps(turn.source), embedding,
             ),
         )
         self.counters["turns_logged"] += 1
+
+    def forget_pending(self, user_id: uuid.UUID, companion_id: uuid.UUID | None) -> int:
+        """Drop the user's turns still being embedded (of one companion, or all with None)."""
+        gone = {t for t in self._pending if t.belongs_to(user_id, companion_id)}
+        self._pending -= gone
+        return len(gone)
+
+    def pending_of(self, user_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The user's turns still being embedded (not queued yet), for an export."""
+        return [
+            {"speaker": t.speaker, "content": t.text, "occurred_at": t.when.isoformat(),
+             "companion_id": str(t.companion_id) if t.companion_id else None}
+            for t in self._pending if t.user_id == user_id
+        ]
 
     async def import_episodes(
         self,

@@ -66,7 +66,9 @@ class MemoryService:
     ) -> None:
         self._pool = pool
         self.forgotten = forgotten if forgotten is not None else ForgottenMemories()
+        self._batcher = batcher
         self._clock = clock
+        self._pending_erased = 0
         self._tasks = BackgroundTasks("memory")
         self._vectors = MemoryVectors(embedder)
         self._current = CurrentMemories(
@@ -196,27 +198,46 @@ class MemoryService:
         return await self._forgetting.forget(user_id, companion_id, memory_id=memory_id, key=key)
 
     async def forget_all(self, user_id: uuid.UUID, companion_id: uuid.UUID | None = None) -> int:
-        """Delete the user's memories, explicit and episodic, history included; returns the count.
+        """Delete the user's memories, explicit and episodic, history included; returns the
+        number of rows deleted.
+
+        First every write of the user not yet in the database is erased: turns being
+        embedded, and writes queued, spooled to disk, refused or set aside
+        (`DatabaseBatcher.erase_user`: messages, episodes, mood and the rest), so that nothing
+        forgotten comes back when a spool is replayed.
 
         Args:
             companion_id: only this companion's memories (the shared ones and the other
                 companions' stay); None: all of the user's memories, shared ones included.
+
+        Raises:
+            StorageUnavailable: the database did not answer (try again in a moment); pending
+                writes are erased all the same.
         """
+        embedding = self._episodes.forget_pending(user_id, companion_id)
+        pending = await self._batcher.erase_user(user_id, companion_id=companion_id)
+        self._pending_erased += embedding + pending
         return await self._forgetting.forget_all(user_id, companion_id)
 
     async def export(self, user_id: uuid.UUID) -> dict[str, Any]:
-        """Everything remembered about the user, across companions, history included (JSON-safe)."""
+        """Everything remembered about the user, across companions, history included (JSON-safe).
+
+        `pending` holds what is not in the database yet: turns being embedded (`embedding`),
+        and writes queued, spooled, refused or set aside (`DatabaseBatcher.export_user`).
+        """
         rows = await self._pool.fetch(
             f"select {MEMORY_COLUMNS} from public.memories where user_id = $1 "
             "order by kind, occurred_at, created_at",
             user_id,
         )
         memories = [Memory.from_record(r).to_json() for r in rows]
+        pending = await self._batcher.export_user(user_id)
         return {
             "user_id": str(user_id),
             "exported_at": self._clock().isoformat(),
             "explicit": [m for m in memories if m["kind"] == "explicit"],
             "episodic": [m for m in memories if m["kind"] == "episodic"],
+            "pending": {"embedding": self._episodes.pending_of(user_id), **pending},
         }
 
     # --- retention ----------------------------------------------------------------------------
@@ -245,6 +266,7 @@ class MemoryService:
             **self._current.counters,
             **self._retention.counters,
             "pending_tasks": len(self._tasks),
+            "pending_writes_erased": self._pending_erased,
         }
         if user_id is not None:
             row = await self._pool.fetchrow(

@@ -27,6 +27,7 @@ from infrastructure.cache import Cache
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.model_clients import ModelClients
+from infrastructure.write_kinds import WriteKind
 from services.people.follow_up_service import (
     DUE_ORDER,
     FOLLOW_UP_COLUMNS,
@@ -56,7 +57,22 @@ _MESSAGE_SQL = (
     " created_at) values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (id) do nothing"
 )
 _ACTIVITY_SQL = (
-    "update public.sessions set last_activity_at = greatest(last_activity_at, $2) where id = $1"
+    "update public.sessions set last_activity_at = greatest(last_activity_at, $2) "
+    "where id = $1 and user_id = $3"
+)
+MESSAGE_KIND = WriteKind.of(
+    MESSAGE_OP, _MESSAGE_SQL,
+    "id:uuid session_id:uuid user_id:uuid companion_id:uuid? role:text content:text "
+    "modality:text created_at:time",
+)
+ACTIVITY_KIND = WriteKind.of(
+    ACTIVITY_OP, _ACTIVITY_SQL, "session_id:uuid at:time user_id:uuid", version=2
+)
+# Version 1 named no user; kept to replay lines spooled before the upgrade.
+ACTIVITY_KIND_V1 = WriteKind.of(
+    ACTIVITY_OP,
+    "update public.sessions set last_activity_at = greatest(last_activity_at, $2) where id = $1",
+    "session_id:uuid at:time",
 )
 
 # One round trip: the user, the latest session (for time-since and resume), the latest
@@ -163,8 +179,8 @@ class ConversationService:
             "greeting_cache_hits": 0,
             "greeting_cache_misses": 0,
         }
-        batcher.register(MESSAGE_OP, _MESSAGE_SQL)
-        batcher.register(ACTIVITY_OP, _ACTIVITY_SQL)
+        batcher.register(MESSAGE_KIND)
+        batcher.register(ACTIVITY_KIND, older=(ACTIVITY_KIND_V1,))
 
     @staticmethod
     def greeting_key(user_id: uuid.UUID, companion_id: uuid.UUID | None) -> str:
@@ -306,7 +322,7 @@ class ConversationService:
             (uuid.uuid4(), session.id, session.user_id, session.companion_id, role, content,
              modality, now),
         )
-        self._batcher.enqueue(ACTIVITY_OP, (session.id, now))
+        self._batcher.enqueue(ACTIVITY_OP, (session.id, now, session.user_id))
         self._counters["messages_logged"] += 1
 
     # --- end ----------------------------------------------------------------------------------

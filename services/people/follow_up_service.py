@@ -24,12 +24,14 @@ import asyncpg
 from core.dates import utc_now
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
+from infrastructure.write_kinds import WriteKind
 
 RAISED_OP = "follow_up.raised"
 _RAISED_SQL = (
     "update public.follow_ups set status = 'raised', raised_at = coalesce(raised_at, $2) "
     "where id = $1 and user_id = $3 and status = 'open'"
 )
+RAISED_KIND = WriteKind.of(RAISED_OP, _RAISED_SQL, "id:uuid raised_at:time user_id:uuid")
 FOLLOW_UP_COLUMNS = "id, topic, detail, due_at"
 # Most pressing first: dated ones by date, then undated ones, the newest first.
 DUE_ORDER = "due_at nulls last, created_at desc"
@@ -122,7 +124,7 @@ class FollowUpService:
         self._pool = pool
         self._batcher = batcher
         self._clock = clock
-        batcher.register(RAISED_OP, _RAISED_SQL)
+        batcher.register(RAISED_KIND)
 
     async def due(
         self,

@@ -30,6 +30,7 @@ from core.validators import MAX_UTTERANCE_CHARS, clean_text
 from infrastructure.cache import Cache
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
+from infrastructure.write_kinds import WriteKind
 from services.people.companion_service import Companion
 from services.persona import mood as moodlib
 from services.persona.mood import NEEDS, Needs, QuirkPattern
@@ -59,7 +60,7 @@ _OP_HISTORY = "personality.history"
 _OP_NEED = "personality.need"
 _OP_QUIRK = "personality.quirk"
 # Upserts keep the newest write: a retried or replayed older batch cannot roll state back.
-_SQL: dict[str, str] = {
+_SQL = {
     _OP_STATE: (
         "insert into personality_state (user_id, companion_id, pleasure, arousal, dominance, "
         "baseline_pleasure, baseline_arousal, baseline_dominance, emotion, updated_at) "
@@ -92,6 +93,17 @@ _SQL: dict[str, str] = {
         "where quirks.last_used_at is null or quirks.last_used_at <= excluded.last_used_at"
     ),
 }
+_PAIR = "user_id:uuid companion_id:uuid"
+WRITE_KINDS = (
+    WriteKind.of(_OP_STATE, _SQL[_OP_STATE], f"{_PAIR} pleasure:float arousal:float "
+                 "dominance:float baseline_pleasure:float baseline_arousal:float "
+                 "baseline_dominance:float emotion:text updated_at:time"),
+    WriteKind.of(_OP_HISTORY, _SQL[_OP_HISTORY], f"id:uuid {_PAIR} pleasure:float "
+                 "arousal:float dominance:float emotion:text reason:text created_at:time"),
+    WriteKind.of(_OP_NEED, _SQL[_OP_NEED], f"{_PAIR} need:text level:float updated_at:time"),
+    WriteKind.of(_OP_QUIRK, _SQL[_OP_QUIRK], f"{_PAIR} name:text description:text "
+                 "strength:float uses:int last_used_at:time"),
+)
 
 
 class PersonalityService:
@@ -120,8 +132,8 @@ class PersonalityService:
         self._batcher = batcher
         self._settings = settings
         self._clock = clock
-        for op, sql in _SQL.items():
-            batcher.register(op, sql)
+        for kind in WRITE_KINDS:
+            batcher.register(kind)
         self._sessions: dict[tuple[uuid.UUID, uuid.UUID], SessionTally] = {}
         # The state of each pair with a session open here (from its first turn to its end).
         self._live: dict[tuple[uuid.UUID, uuid.UUID], StoredPersonality] = {}

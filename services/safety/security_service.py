@@ -20,6 +20,7 @@ from core.config import Settings
 from core.dates import utc_now
 from core.prompts import render
 from core.validators import clean_text
+from infrastructure.write_kinds import WriteKind
 from services.safety.injection_detector import (
     DEFAULT_THRESHOLD,
     MATCHED_CHARS,
@@ -47,6 +48,10 @@ left join public.users u on u.id = $2::uuid
 left join public.companions c on c.id = $3::uuid and c.user_id = $2::uuid
 on conflict (id) do nothing
 """
+INCIDENT_KIND = WriteKind.of(
+    INCIDENT_OP, _INCIDENT_SQL,
+    "id:uuid user_id:uuid? companion_id:uuid? kind:text detail:json excerpt:text created_at:time",
+)
 EXCERPT_CHARS = 280
 # One person hammering the companion must not turn the incident table into their notebook.
 DEFAULT_INCIDENTS_PER_MINUTE = 20
@@ -109,7 +114,7 @@ class SecurityService:
         self._by_category: dict[str, int] = {
             c.value: 0 for c in InjectionCategory if c is not InjectionCategory.NONE
         }
-        batcher.register(INCIDENT_OP, _INCIDENT_SQL)
+        batcher.register(INCIDENT_KIND)
 
     def inspect(
         self,

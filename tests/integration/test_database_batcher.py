@@ -20,7 +20,9 @@ from core.config import Settings
 from core.errors import InvalidInput
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
-from infrastructure.spool import REJECTED_FILE, Spool, SpoolEntry
+from infrastructure.spool import REJECTED_FILE, Spool
+from infrastructure.spool_codec import SpoolEntry
+from infrastructure.write_kinds import WriteKind
 from tests.support.servers import PostgresProcess
 
 pytestmark = pytest.mark.integration
@@ -43,6 +45,10 @@ USER_INSERT = (
     "insert into public.users (id, display_name, onboarding_state) "
     "values ($1, $2, $3) on conflict (id) do nothing"
 )
+PROBE = WriteKind.of(
+    "probe", PROBE_INSERT, "id:uuid n:int label:text? at:time? day:date? embedding:vector?"
+)
+USER = WriteKind.of("user", USER_INSERT, "id:uuid display_name:text? onboarding_state:text")
 # Long enough that only size, flush() and aclose() trigger writes unless a test wants the timer.
 NO_TIMER_MS = 3_600_000
 # Bounds a test that would otherwise hang; nothing is timed.
@@ -62,7 +68,7 @@ def probe_row(n: int) -> tuple[Any, ...]:
 
 async def make_batcher(pool: ConnectionPool, settings: Settings, **kwargs: Any) -> DatabaseBatcher:
     batcher = DatabaseBatcher(pool=pool, settings=settings, **kwargs)
-    batcher.register("probe", PROBE_INSERT)
+    batcher.register(PROBE)
     return batcher
 
 
@@ -240,7 +246,8 @@ async def test_two_batchers_starting_together_replay_each_spool_file_once(
     settings = make_settings(batch_flush_interval_ms=NO_TIMER_MS)
     spool = Spool(settings.batch_spool_dir)
     for f in range(20):
-        spool.write([SpoolEntry("probe", PROBE_INSERT, probe_row(f * 10 + i)) for i in range(10)])
+        spool.write([SpoolEntry("probe", 1, PROBE.digest, probe_row(f * 10 + i))
+                     for i in range(10)])
     left, right = await make_batcher(pool, settings), await make_batcher(pool, settings)
 
     await asyncio.gather(left.start(), right.start())
@@ -303,7 +310,7 @@ async def test_a_bad_item_is_reported_without_losing_the_good_items_in_its_batch
 ) -> None:
     settings = make_settings(batch_flush_interval_ms=NO_TIMER_MS)
     batcher = DatabaseBatcher(pool=pool, settings=settings)
-    batcher.register("user", USER_INSERT)
+    batcher.register(USER)
     await batcher.start()
     good = [uuid.uuid4() for _ in range(9)]
     bad = uuid.uuid4()
@@ -369,9 +376,10 @@ async def test_enqueue_refuses_writes_no_retry_could_fix(
         batcher.enqueue("nope", ())
     with pytest.raises(InvalidInput, match="takes 6 arguments"):
         batcher.enqueue("probe", (uuid.uuid4(), 1))
-    with pytest.raises(InvalidInput, match="cannot spool"):
+    with pytest.raises(InvalidInput, match="must be vector"):
         batcher.enqueue("probe", (uuid.uuid4(), 1, "x", None, None, {1, 2}))
     with pytest.raises(InvalidInput, match="another statement"):
-        batcher.register("probe", "insert into batch_probe (id) values ($1)")
+        batcher.register(WriteKind.of("probe", "insert into batch_probe (id) values ($1)",
+                                      "id:uuid"))
     assert batcher.stats()["items_enqueued"] == 0
     await batcher.aclose()

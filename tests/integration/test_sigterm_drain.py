@@ -26,6 +26,7 @@ from core.config import Settings
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.spool import Spool
+from services.composition import register_write_kinds
 from tests.support.servers import PostgresProcess
 
 pytestmark = pytest.mark.integration
@@ -99,6 +100,7 @@ async def logged_rows(pool: ConnectionPool, user_id: uuid.UUID) -> tuple[int, in
 async def replay_spool(pool: ConnectionPool, settings: Settings) -> int:
     """What the next job's batcher does at start: replay the spool it finds."""
     successor = DatabaseBatcher(pool=pool, settings=settings)
+    register_write_kinds(successor)
     await successor.start()
     replayed = int(successor.stats()["replayed"])
     await successor.aclose()
