@@ -91,7 +91,7 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="Longest opening one database connection may take."
     )
     job_shutdown_budget_s: float = Field(
-        default=7.0,
+        default=8.0,
         gt=0,
         le=60,
         description="Time the job's own shutdown (summaries, the write drain) may take. LiveKit "

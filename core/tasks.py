@@ -7,6 +7,8 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from core.deadline import Deadline, wait_until
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,10 +40,22 @@ class BackgroundTasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def drain(self) -> None:
-        """Wait until every tracked task has ended, including tasks they started meanwhile."""
+    async def drain(self, deadline: Deadline | None = None) -> bool:
+        """Wait until every tracked task has ended, including tasks they started meanwhile;
+        with `deadline`, at most until then. True when none is left."""
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            if not await wait_until(deadline, list(self._tasks)):
+                return False
+        return True
+
+    def cancel(self) -> int:
+        """Cancel every tracked task (past a deadline); returns how many were running."""
+        running = [t for t in self._tasks if not t.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            logger.warning("cancelled %s background %s tasks", len(running), self.owner)
+        return len(running)
 
 
 def log_failure(task: asyncio.Future[Any], owner: str) -> None:

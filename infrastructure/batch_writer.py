@@ -135,8 +135,9 @@ class BatchWriter:
 
     @property
     def cut(self) -> bool:
-        """The cutoff has passed: nothing more is sent; the caller spools."""
-        return self.cutoff is not None and self.cutoff.passed
+        """Shutting down and the cutoff has passed, or a write failed since (no time for
+        another try): nothing more is sent; the caller spools."""
+        return self.cutoff is not None and (self.cutoff.passed or not self.healthy)
 
     @asynccontextmanager
     async def _attempt(self) -> AsyncIterator[None]:

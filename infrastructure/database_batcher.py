@@ -41,7 +41,8 @@ T = TypeVar("T")
 DEFAULT_HIGH_WATER = 50_000
 # How soon after a spill this process tries its own spool files again once writes succeed.
 RESPOOL_REPLAY_INTERVAL_S = 30.0
-# At the end of a job, the time kept after the last write attempt to spool what is left.
+# At the end of a job (`finish_by`), the time kept after the last write attempt (and after the
+# job's other work) to write what the database did not take to disk.
 SPOOL_RESERVE_S = 1.0
 
 
@@ -155,7 +156,8 @@ class DatabaseBatcher:
 
     def finish_by(self, deadline: Deadline) -> None:
         """The job ends at `deadline`: from now on every write, the one under way included,
-        ends `spool_reserve_s` before it, and what is not written by then is spooled."""
+        ends `spool_reserve_s` before it; what is not written by then, or once a write has
+        failed, is spooled. (Work that queues writes should end by then too.)"""
         self._writer.cut_off(deadline.earlier(self.spool_reserve_s))
 
     async def flush(self) -> None:
@@ -340,7 +342,8 @@ class DatabaseBatcher:
         if not items:
             return
         if self._writer.cut:
-            # Past the job's cutoff: the time left is for the disk.
+            # Past the job's cutoff, or the database failed during shutdown: the time left is
+            # for the disk.
             await self._spool_or_keep(items)
             return
         try:

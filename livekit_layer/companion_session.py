@@ -20,6 +20,7 @@ from typing import Any
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, ErrorEvent, EventTypes
 
+from core.deadline import Deadline, within
 from core.latency import LatencyWindow
 from core.prompts import prompt, render
 from core.validators import MAX_UTTERANCE_CHARS, WriteGuard
@@ -442,9 +443,11 @@ class CompanionSession:
 
     # --- end ------------------------------------------------------------------------------------
 
-    async def close(self, *, wait: bool = True) -> None:
+    async def close(self, *, wait: bool = True, deadline: Deadline | None = None) -> None:
         """End the conversation: summary and follow-ups, mood drift, then memory consolidation
-        and the profile refresh, in that order. Safe to call more than once."""
+        and the profile refresh, in that order; with `deadline` (the job's end), each step gets
+        what is left of it and what it has not done by then is given up (writes it queued are
+        kept). Safe to call more than once."""
         if self._closed:
             return
         self._closed = True
@@ -455,11 +458,13 @@ class CompanionSession:
             await self.watcher.aclose()
         self._turn_memory.cancel()
         try:
-            await services.conversations.end(self.conversation, wait=wait)
+            async with within(deadline):
+                await services.conversations.end(self.conversation, wait=wait, deadline=deadline)
         except Exception as exc:
             logger.warning("ending the conversation failed (%s)", type(exc).__name__)
         try:
-            await services.personality.end_session(self.guard.user_id, self.companion)
+            async with within(deadline):
+                await services.personality.end_session(self.guard.user_id, self.companion)
         except Exception as exc:
             logger.warning("ending the personality session failed (%s)", type(exc).__name__)
         if any(t.role == "user" for t in self.conversation.turns):
@@ -472,4 +477,3 @@ class CompanionSession:
             "session closed (turns=%s, ms=%.0f)",
             len(self.conversation.turns), (time.perf_counter() - started) * 1000,
         )
-

@@ -3,13 +3,17 @@ and the end of the job (the one sequence the agent's shutdown callback runs)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from livekit.agents import AgentSession, get_job_context
 
+from core.deadline import Deadline, within
 from livekit_layer.companion_session import CompanionSession
 from livekit_layer.session_voices import SessionVoices
 from services.composition import Services
+
+logger = logging.getLogger(__name__)
 
 
 def talking_companion(session: AgentSession[Any] | None) -> CompanionSession | None:
@@ -42,15 +46,29 @@ async def end_job(
     opened: CompanionSession | None,
     session: AgentSession[Any] | None,
     voices: SessionVoices | None = None,
+    deadline: Deadline | None = None,
 ) -> None:
     """The end of a job, in this order: the session and its TTS instances close (`voices`);
     the conversation the job opened and the one talking now (another companion may have been
     called by name since) close, with their summaries; then the services, whose pool the
     summaries need and whose HTTP client OpenAI TTS used. Closing anything twice is a no-op.
+
+    All of it ends by `deadline`, by default JOB_SHUTDOWN_BUDGET_S from now (LiveKit kills
+    the process 10 s after asking the job to stop). This is the one place that knows it: the
+    batcher learns it first, so every write from here on (the one under way included) ends in
+    time to spool what the database has not taken; every step gets what is left.
     """
+    if deadline is None:
+        deadline = Deadline.after(services.settings.job_shutdown_budget_s)
+    services.batcher.finish_by(deadline)
+    work = deadline.earlier(services.batcher.spool_reserve_s)
     if voices is not None:
-        await voices.aclose()
+        try:
+            async with within(work):
+                await voices.aclose()
+        except TimeoutError:
+            logger.warning("closing the voices ran out of time at the shutdown deadline")
     for talking in (opened, talking_companion(session)):
         if talking is not None:
-            await talking.close(wait=True)
-    await services.aclose()
+            await talking.close(wait=True, deadline=work)
+    await services.aclose(deadline)

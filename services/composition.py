@@ -10,11 +10,13 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from core.config import EmbeddingProvider, Settings
+from core.deadline import Deadline, wait_until, within
 from core.forgotten import ForgottenMemories
 from infrastructure import migrations
 from infrastructure.connection_pool import ConnectionPool
@@ -38,12 +40,9 @@ from services.memory.memory_upkeep import MemoryUpkeep
 from services.memory.profile_service import ProfileService
 from services.memory.rag_service import RAGService
 from services.people.companion_service import CompanionService
-from services.people.conversation_service import (
-    ACTIVITY_KIND,
-    ACTIVITY_KIND_V1,
-    MESSAGE_KIND,
-    ConversationService,
-)
+from services.people.conversation_service import OLDER_KINDS as OLDER_CONVERSATION_KINDS
+from services.people.conversation_service import WRITE_KINDS as CONVERSATION_KINDS
+from services.people.conversation_service import ConversationService
 from services.people.follow_up_service import RAISED_KIND, FollowUpService
 from services.people.onboarding_service import OnboardingService
 from services.people.user_service import UserService
@@ -98,35 +97,56 @@ class Services:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def aclose(self) -> None:
-        """Finish background work, drain the batcher, then close in reverse order."""
+    async def aclose(self, deadline: Deadline | None = None) -> None:
+        """Finish background work, drain the batcher, then close in reverse order.
+
+        With `deadline` (the job's end, see `livekit_layer.job.end_job`), background work gets
+        until `batcher.spool_reserve_s` before it and is cancelled then (a turn still being
+        embedded is kept without its vector); the batcher writes until then and spools the
+        rest; nothing waits on the database past the deadline.
+        """
         if self.closed:
             return
         self.closed = True
         started = time.perf_counter()
+        work = None
+        if deadline is not None:
+            self.batcher.finish_by(deadline)
+            work = deadline.earlier(self.batcher.spool_reserve_s)
         # Sessions closing in the background still write through every service below.
         while self.background:
-            await asyncio.gather(*list(self.background), return_exceptions=True)
+            if not await wait_until(work, list(self.background)):
+                for task in self.background:
+                    task.cancel()
+                logger.warning("background work cancelled at the shutdown deadline")
+                await asyncio.wait(list(self.background))
         embedded = self.embedded_postgres
         # Services first: their background tasks still write through the batcher and pool.
-        for name, closer in (
-            ("conversations", self.conversations.aclose),
-            ("consolidation", self.consolidation.aclose),
-            ("rag", self.rag.aclose),
-            ("memory", self.memory.aclose),
-            ("personality", self.personality.aclose),
-            ("batcher", self.batcher.aclose),
-            ("embedder", self.embedder.aclose if self.owns_embedder else None),
-            ("cache", self.cache.aclose),
-            ("pool", self.pool.aclose),
-            ("models", self.models.aclose),
-            ("embedded postgres", embedded.aclose if embedded is not None else None),
-        ):
+        # Those given `work` stop by it themselves; the others are cut off at it.
+        closers: tuple[tuple[str, Callable[[], Awaitable[None]] | None, bool], ...] = (
+            ("conversations", partial(self.conversations.aclose, work), False),
+            # The person's words first: turns being embedded reach the queue before the
+            # derived work (profiles, consolidation) may use up what is left of `work`.
+            ("memory", partial(self.memory.aclose, work), False),
+            ("consolidation", self.consolidation.aclose, True),
+            ("rag", self.rag.aclose, True),
+            ("personality", self.personality.aclose, True),
+            ("batcher", partial(self.batcher.aclose, deadline), False),
+            ("embedder", self.embedder.aclose if self.owns_embedder else None, False),
+            ("cache", self.cache.aclose, False),
+            ("pool", partial(self.pool.aclose, deadline), False),
+            ("models", self.models.aclose, False),
+            ("embedded postgres", embedded.aclose if embedded is not None else None, False),
+        )
+        for name, closer, bounded in closers:
             if closer is None:
                 continue
             logger.debug("closing %s", name)
             try:
-                await closer()
+                async with within(work if bounded else None):
+                    await closer()
+            except TimeoutError:
+                logger.warning("closing %s ran out of time at the shutdown deadline", name)
             except Exception as exc:
                 # Keep closing the rest: a failed drain must not leave the pool open.
                 logger.warning("closing %s failed (%s)", name, type(exc).__name__)
@@ -144,8 +164,8 @@ def register_write_kinds(batcher: DatabaseBatcher) -> None:
     """Every kind of write the services send through the batcher (each service registers its
     own as well): registered before `start`, so that the replay of the spool knows them all."""
     batcher.register(EPISODE_KIND)
-    batcher.register(MESSAGE_KIND)
-    batcher.register(ACTIVITY_KIND, older=(ACTIVITY_KIND_V1,))
+    for kind in CONVERSATION_KINDS:
+        batcher.register(kind, older=OLDER_CONVERSATION_KINDS.get(kind.op, ()))
     batcher.register(RAISED_KIND)
     batcher.register(INCIDENT_KIND)
     for kind in PERSONALITY_KINDS:

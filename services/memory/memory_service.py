@@ -20,6 +20,7 @@ from typing import Any
 
 from core.config import Settings
 from core.dates import utc_now
+from core.deadline import Deadline
 from core.forgotten import ForgottenMemories
 from core.memory_records import MEMORY_COLUMNS, Episode, Memory
 from core.tasks import BackgroundTasks
@@ -288,6 +289,10 @@ class MemoryService:
         """Wait until every background embedding/access task has finished."""
         await self._tasks.drain()
 
-    async def aclose(self) -> None:
-        """Finish background work; the batcher (not owned here) is drained by its owner."""
-        await self.drain()
+    async def aclose(self, deadline: Deadline | None = None) -> None:
+        """Finish background work, until `deadline`: then it is cancelled, and a turn still
+        being embedded is queued without its vector (full-text search still finds it). The
+        batcher (not owned here) is drained by its owner, after this."""
+        if not await self._tasks.drain(deadline):
+            self._tasks.cancel()
+            await self._tasks.drain()

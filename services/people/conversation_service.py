@@ -19,6 +19,7 @@ from typing import Any
 
 from core.config import Settings
 from core.dates import timezone_named, utc_now
+from core.deadline import Deadline
 from core.errors import InvalidInput
 from core.prompts import render
 from core.tasks import BackgroundTasks
@@ -48,9 +49,13 @@ logger = logging.getLogger(__name__)
 
 MESSAGE_OP = "conversation.message"
 ACTIVITY_OP = "conversation.activity"
+END_OP = "conversation.end"
+SUMMARY_OP = "conversation.summary"
 ROLES = ("user", "assistant", "system", "tool")
 RESUME_TURNS = 20
 SHUTDOWN_SUMMARY_TIMEOUT_S = 4.0
+# Less time than this left at shutdown: the summary is an extract, without the LLM.
+MIN_SUMMARY_S = 0.5
 
 _MESSAGE_SQL = (
     "insert into public.messages (id, session_id, user_id, companion_id, role, content, modality,"
@@ -59,6 +64,32 @@ _MESSAGE_SQL = (
 _ACTIVITY_SQL = (
     "update public.sessions set last_activity_at = greatest(last_activity_at, $2) "
     "where id = $1 and user_id = $3"
+)
+_END_SQL = (
+    "update public.sessions set ended_at = $2, last_activity_at = greatest(last_activity_at, $2), "
+    "turn_count = (select count(*) from public.messages m where m.session_id = $1 "
+    "and m.user_id = $3) where id = $1 and user_id = $3"
+)
+# The summary and the follow-ups it asks for, in one statement: a resumed session summarized
+# again (or a replayed line) replaces the earlier open follow-ups.
+_SUMMARY_SQL = """
+with s as (
+  update public.sessions set summary = $2, summarized_at = $4
+  where id = $1 and user_id = $3 returning id
+), cleared as (
+  delete from public.follow_ups
+  where session_id = $1 and user_id = $3 and status = 'open' and exists (select 1 from s)
+)
+insert into public.follow_ups (user_id, companion_id, session_id, topic, detail, due_at, created_at)
+select $3, $5, $1, f.topic, f.detail, f.due_at, $4
+from unnest($6::text[], $7::text[], $8::timestamptz[]) as f(topic, detail, due_at)
+where exists (select 1 from s)
+"""
+END_KIND = WriteKind.of(END_OP, _END_SQL, "session_id:uuid ended_at:time user_id:uuid")
+SUMMARY_KIND = WriteKind.of(
+    SUMMARY_OP, _SUMMARY_SQL,
+    "session_id:uuid summary:text user_id:uuid summarized_at:time companion_id:uuid? "
+    "topics:text[] details:text[] due_at:time?[]",
 )
 MESSAGE_KIND = WriteKind.of(
     MESSAGE_OP, _MESSAGE_SQL,
@@ -74,6 +105,8 @@ ACTIVITY_KIND_V1 = WriteKind.of(
     "update public.sessions set last_activity_at = greatest(last_activity_at, $2) where id = $1",
     "session_id:uuid at:time",
 )
+WRITE_KINDS = (MESSAGE_KIND, ACTIVITY_KIND, END_KIND, SUMMARY_KIND)
+OLDER_KINDS = {ACTIVITY_OP: (ACTIVITY_KIND_V1,)}
 
 # One round trip: the user, the latest session (for time-since and resume), the latest
 # summary (the latest session may have ended before anything was said), the due follow-ups.
@@ -179,8 +212,8 @@ class ConversationService:
             "greeting_cache_hits": 0,
             "greeting_cache_misses": 0,
         }
-        batcher.register(MESSAGE_KIND)
-        batcher.register(ACTIVITY_KIND, older=(ACTIVITY_KIND_V1,))
+        for kind in WRITE_KINDS:
+            batcher.register(kind, older=OLDER_KINDS.get(kind.op, ()))
 
     @staticmethod
     def greeting_key(user_id: uuid.UUID, companion_id: uuid.UUID | None) -> str:
@@ -327,56 +360,78 @@ class ConversationService:
 
     # --- end ----------------------------------------------------------------------------------
 
-    async def end(self, session: ConversationSession, *, wait: bool = False) -> None:
+    async def end(
+        self,
+        session: ConversationSession,
+        *,
+        wait: bool = False,
+        deadline: Deadline | None = None,
+    ) -> None:
         """Close the session; its summary and follow-ups are written in the background.
 
-        Safe to call twice (session close and shutdown both call it). With `wait`, returns only
-        once the summary is stored (used on shutdown, when the process is about to exit).
+        Every write goes through the batcher, so a database that does not answer costs none
+        of them: at the end of a job (`DatabaseBatcher.finish_by`) they are spooled. Safe to
+        call twice (session close and shutdown both call it). With `wait`, returns once the
+        summary is stored (used on shutdown), or at `deadline`.
         """
         if session.ended:
             if wait:
-                await self.drain()
+                await self._tasks.drain(deadline)
             return
         session.ended = True
-        now = self._clock()
-        # Messages first, so the session row's counts and the summary agree with them.
-        await self._batcher.flush()
-        await self._pool.execute(
-            "update public.sessions set ended_at = $2, "
-            "last_activity_at = greatest(last_activity_at, $2), "
-            "turn_count = (select count(*) from public.messages m "
-            "  where m.session_id = $1 and m.user_id = $3) "
-            "where id = $1 and user_id = $3",
-            session.id, now, session.user_id,
-        )
-        await self.invalidate(session.user_id, session.companion_id)
+        # Queued behind the session's messages, so the row's turn count agrees with them.
+        self._batcher.enqueue(END_OP, (session.id, self._clock(), session.user_id))
         self._counters["sessions_ended"] += 1
         if any(t.role == "user" for t in session.turns):
-            self._tasks.spawn(self._summarize_and_store(session, hurried=wait))
+            # Before the flush: the summary needs the LLM, not the database, so a database
+            # that does not answer at shutdown costs no summary (it is spooled with the rest).
+            self._tasks.spawn(self._summarize_and_store(session, hurried=wait, deadline=deadline))
         if wait:
-            await self.drain()
+            await self._tasks.drain(deadline)
+        await self._batcher.flush()
+        await self.invalidate(session.user_id, session.companion_id)
 
-    async def _summarize_and_store(self, session: ConversationSession, *, hurried: bool) -> None:
+    async def _summarize_and_store(
+        self, session: ConversationSession, *, hurried: bool, deadline: Deadline | None
+    ) -> None:
         try:
-            summary = await self.summarize(session, hurried=hurried)
-            await self._store_summary(session, summary)
+            summary = await self.summarize(session, hurried=hurried, deadline=deadline)
+            topics, details, due = self._follow_ups.columns(
+                summary.follow_ups, timezone_named(session.timezone)
+            )
+            self._batcher.enqueue(SUMMARY_OP, (
+                session.id, summary.summary, session.user_id, self._clock(),
+                session.companion_id, topics, details, due,
+            ))
+            await self._batcher.flush()
+            await self.invalidate(session.user_id, session.companion_id)
         except Exception as exc:
             self._counters["summary_failures"] += 1
             logger.warning("session summary failed (%s)", type(exc).__name__)
 
     async def summarize(
-        self, session: ConversationSession, *, hurried: bool = False
+        self,
+        session: ConversationSession,
+        *,
+        hurried: bool = False,
+        deadline: Deadline | None = None,
     ) -> SessionSummary:
-        """The LLM's summary and follow-ups; a plain extract when no LLM answers.
+        """The LLM's summary and follow-ups; a plain extract when no LLM answers in time.
 
         `hurried` (shutdown): one short attempt, because LiveKit kills a job whose shutdown
-        callbacks outlast its limit (10 s), and the drain after the summary must still run.
+        callbacks outlast its limit (10 s), and the drain after the summary must still run;
+        it ends by `deadline` too.
         """
         said = transcript([(t.role, t.text) for t in session.history + session.turns])
         try:
             client = self._models.openai
             if hurried:
-                client = client.with_options(timeout=SHUTDOWN_SUMMARY_TIMEOUT_S, max_retries=0)
+                limit = SHUTDOWN_SUMMARY_TIMEOUT_S
+                if deadline is not None:
+                    limit = deadline.bound(limit)
+                if limit < MIN_SUMMARY_S:
+                    raise TimeoutError("no time left for the summary LLM")
+                client = client.with_options(timeout=limit, max_retries=0)
             response = await client.chat.completions.create(
                 model=self._settings.llm_model,
                 messages=[
@@ -400,27 +455,15 @@ class ConversationService:
             self._counters["summaries_fallback"] += 1
             return extract_summary([t.text for t in session.turns if t.role == "user"])
 
-    async def _store_summary(self, session: ConversationSession, summary: SessionSummary) -> None:
-        tz = timezone_named(session.timezone)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "update public.sessions set summary = $2, summarized_at = now() "
-                "where id = $1 and user_id = $3",
-                session.id, summary.summary, session.user_id,
-            )
-            await self._follow_ups.replace_for_session(
-                conn, user_id=session.user_id, companion_id=session.companion_id,
-                session_id=session.id, follow_ups=summary.follow_ups, tz=tz,
-            )
-        await self.invalidate(session.user_id, session.companion_id)
-
     # --- queries, stats, lifecycle --------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         return {**self._counters, "pending_tasks": len(self._tasks)}
 
-    async def drain(self) -> None:
-        await self._tasks.drain()
+    async def drain(self, deadline: Deadline | None = None) -> None:
+        """Wait for the summaries under way (until `deadline`; then they are cancelled)."""
+        if not await self._tasks.drain(deadline):
+            self._tasks.cancel()
 
-    async def aclose(self) -> None:
-        await self.drain()
+    async def aclose(self, deadline: Deadline | None = None) -> None:
+        await self.drain(deadline)

@@ -149,6 +149,18 @@ class FollowUpService:
         for follow_up_id in follow_up_ids:
             self._batcher.enqueue(RAISED_OP, (follow_up_id, now, user_id))
 
+    @staticmethod
+    def columns(
+        follow_ups: Sequence[NewFollowUp], tz: tzinfo
+    ) -> tuple[list[str], list[str], list[datetime | None]]:
+        """A summary's follow-ups as columns (topics, details, due times), for the one
+        statement that stores a summary with its follow-ups (`ConversationService`)."""
+        return (
+            [f.topic for f in follow_ups],
+            [f.detail for f in follow_ups],
+            [due_from_day(f.day, tz) if f.day is not None else None for f in follow_ups],
+        )
+
     async def replace_for_session(
         self,
         conn: asyncpg.Connection,

@@ -27,6 +27,7 @@ from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.spool import Spool
 from services.composition import register_write_kinds
+from tests.conftest import PostgresFreezer
 from tests.support.servers import PostgresProcess
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 # Only bounds a test that would otherwise hang; nothing is timed.
 GIVE_UP_S = 600.0
+# LiveKit kills a job process this long after asking it to stop (shutdown_process_timeout).
+LIVEKIT_KILLS_AFTER_S = 10.0
 
 
 class Child:
@@ -64,6 +67,15 @@ class Child:
         done = await self.wait_for("done")
         code = await asyncio.wait_for(self.proc.wait(), GIVE_UP_S)
         return code, done
+
+    async def exit_or_kill(self, after_s: float) -> int | None:
+        """Wait for the process to exit on its own; past `after_s`, kill it as LiveKit does and
+        return None."""
+        try:
+            return await asyncio.wait_for(self.proc.wait(), after_s)
+        except TimeoutError:
+            await self.kill()
+            return None
 
     async def kill(self) -> int:
         """What LiveKit does to a job process still running past its shutdown deadline."""
@@ -166,6 +178,52 @@ async def test_sigterm_with_postgres_down_spools_and_the_next_start_replays(
         assert await logged_rows(fresh, user_id) == (done["messages"], done["messages"])
     finally:
         await fresh.aclose()
+    assert Spool(spool_dir).pending_files() == []
+
+
+async def test_sigterm_with_postgres_frozen_loses_nothing_and_the_spool_replays_after_it_thaws(
+    db_dsn: str, tmp_path: Path, postgres_freezer: PostgresFreezer, make_settings
+) -> None:
+    """A hung database (SIGSTOP: connections stay open, nothing answers) at SIGTERM: the job
+    writes what it can, spools the rest by its own deadline and exits before LiveKit's kill."""
+    user_id = uuid.uuid4()
+    spool_dir = tmp_path / "spool"
+    child = await start_writer(db_dsn, spool_dir, user_id, signal_after=3_000)
+    try:
+        await child.wait_for("writing")
+        postgres_freezer.freeze()
+        try:
+            # The writer goes on against the hung database until a flush has failed (a
+            # statement timed out), with writes in flight and queued behind it.
+            await child.wait_for("flush_failed")
+            child.proc.send_signal(signal.SIGTERM)
+            # LiveKit's kill comes this long after its stop request; it must not be needed.
+            code = await child.exit_or_kill(LIVEKIT_KILLS_AFTER_S)
+        finally:
+            postgres_freezer.thaw()
+    finally:
+        if child.proc.returncode is None:
+            await child.kill()
+
+    assert code == 0, child.log.read_text(errors="replace")[-2000:]
+    done = await child.wait_for("done")
+    batcher = done["batcher"]
+    assert batcher["lost"] == 0 and batcher["queue_depth"] == 0, batcher
+    assert batcher["spooled"] > 0 and batcher["set_aside"] == 0, batcher
+
+    settings = make_settings(batch_spool_dir=spool_dir)
+    fresh = await ConnectionPool.create(settings, dsn=db_dsn)
+    try:
+        assert await replay_spool(fresh, settings) == batcher["spooled"]
+        assert await logged_rows(fresh, user_id) == (done["messages"], done["messages"])
+        ended = await fresh.fetchrow(
+            "select ended_at, turn_count, summary from public.sessions where id = $1",
+            uuid.UUID(done["session_id"]),
+        )
+    finally:
+        await fresh.aclose()
+    assert ended is not None and ended["ended_at"] is not None
+    assert ended["turn_count"] == done["messages"] and ended["summary"]
     assert Spool(spool_dir).pending_files() == []
 
 
