@@ -61,7 +61,7 @@ from infrastructure.database_batcher import DatabaseBatcher  # noqa: E402
 from infrastructure.spool import Spool  # noqa: E402
 from livekit_layer.companion_session import CompanionSession  # noqa: E402
 from livekit_layer.session_open import open_session  # noqa: E402
-from services.composition import Services, build_services  # noqa: E402
+from services.composition import Services, build_services, register_write_kinds  # noqa: E402
 from services.people.companion_service import Companion  # noqa: E402
 from services.people.onboarding_service import OnboardingData  # noqa: E402
 from tests.support.markers import (  # noqa: E402
@@ -414,6 +414,7 @@ async def count_rows(
     try:
         leftover = len(Spool(settings.batch_spool_dir).pending_files())
         successor = DatabaseBatcher(pool=pool, settings=settings)
+        register_write_kinds(successor)
         await successor.start()
         replayed = successor.stats()["replayed"]
         await successor.aclose()
