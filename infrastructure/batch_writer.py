@@ -81,15 +81,15 @@ def _broken(conn: Any) -> StorageUnavailable:
     return StorageUnavailable("database connection broke mid-write")
 
 
-class _NoTimeLeft(stop_base):
-    """Stop retrying when the writer's cutoff would pass before the next attempt starts."""
+class _ShuttingDown(stop_base):
+    """No retry once the job is ending: a failed write there goes to the spool while there is
+    time (the next job replays it), instead of waiting out a backoff."""
 
     def __init__(self, writer: BatchWriter) -> None:
         self._writer = writer
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        cutoff = self._writer.cutoff
-        return cutoff is not None and cutoff.remaining() <= retry_state.upcoming_sleep
+        return self._writer.cutoff is not None
 
 
 class BatchWriter:
@@ -126,7 +126,8 @@ class BatchWriter:
         self._in_flight: set[asyncio.Timeout] = set()
 
     def cut_off(self, deadline: Deadline) -> None:
-        """From now on every write ends by `deadline`, the one under way included."""
+        """From now on every write ends by `deadline`, the one under way included; a write
+        that fails is not retried (the caller spools)."""
         if self.cutoff is not None and self.cutoff.at <= deadline.at:
             return
         self.cutoff = deadline
@@ -248,7 +249,7 @@ class BatchWriter:
         self, fn: Callable[..., Awaitable[T]], *args: Any, attempts: int
     ) -> T:
         retryer = AsyncRetrying(
-            stop=stop_after_attempt(attempts) | _NoTimeLeft(self),
+            stop=stop_after_attempt(attempts) | _ShuttingDown(self),
             wait=wait_exponential_jitter(
                 multiplier=RETRY_INITIAL_S, max=RETRY_MAX_S, jitter=RETRY_JITTER_S
             ),

@@ -13,7 +13,7 @@ from typing import Any, cast
 import asyncpg
 
 from core.config import Settings
-from core.deadline import Deadline, within
+from core.deadline import Deadline, sooner
 from core.errors import StorageUnavailable
 from core.latency import LatencyWindow
 from infrastructure.db_errors import TRANSIENT_DB_ERRORS
@@ -23,6 +23,10 @@ from infrastructure.vector_codec import register_vector_codec
 logger = logging.getLogger(__name__)
 
 _RELEASE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, asyncpg.InterfaceError)
+
+# At shutdown, a use of a connection the database has not answered in this long is taken for a
+# hung database (a healthy one answers in milliseconds): the rest is spooled while there is time.
+SHUTDOWN_USE_S = 2.0
 
 # What the person is told (through the model) when the database cannot answer right now.
 TRY_AGAIN = "the memory store is not answering right now; try again in a moment"
@@ -69,6 +73,9 @@ class ConnectionPool:
         self._acquire_ms = LatencyWindow()
         self._errors = 0
         self._dropped = 0
+        self._uses: set[asyncio.Timeout] = set()
+        self._finish: Deadline | None = None
+        self._hung_at_shutdown = False
         self._acquisitions = 0
 
     @classmethod
@@ -117,8 +124,14 @@ class ConnectionPool:
         DB_COMMAND_TIMEOUT_S; with `deadline`, the whole use of the connection ends by it too.
         A connection whose use was cut short (timeout, cancellation, a broken link) is dropped,
         not released: releasing would wait for the server once more, and a hung server never
-        answers.
+        answers. After `finish_by`, see there.
         """
+        if self._hung_at_shutdown:
+            self._errors += 1
+            raise StorageUnavailable(
+                "the database did not answer during shutdown", suggestion=TRY_AGAIN
+            )
+        deadline = self._shutdown_bound(deadline)
         started = time.perf_counter()
         wait = self._acquire_timeout_s if deadline is None else deadline.bound(
             self._acquire_timeout_s
@@ -126,18 +139,23 @@ class ConnectionPool:
         try:
             conn = await self._pool.acquire(timeout=wait)
         except TRANSIENT_DB_ERRORS as exc:
-            self._errors += 1
+            self._failed(exc)
             raise unavailable(exc) from None
         self._acquisitions += 1
         self._acquire_ms.add((time.perf_counter() - started) * 1000)
         clean = False
         try:
-            async with within(deadline):
-                # The pool's proxy forwards every Connection method; callers type against those.
-                yield cast("asyncpg.Connection[asyncpg.Record]", conn)
+            async with asyncio.timeout_at(deadline.loop_time() if deadline else None) as use:
+                self._uses.add(use)
+                try:
+                    # The pool's proxy forwards every Connection method; callers type
+                    # against those.
+                    yield cast("asyncpg.Connection[asyncpg.Record]", conn)
+                finally:
+                    self._uses.discard(use)
             clean = True
         except TRANSIENT_DB_ERRORS as exc:
-            self._errors += 1
+            self._failed(exc)
             raise unavailable(exc) from exc
         except asyncio.CancelledError:
             raise
@@ -147,6 +165,37 @@ class ConnectionPool:
             raise
         finally:
             await self._give_back(conn, clean=clean)
+
+    def finish_by(self, deadline: Deadline) -> None:
+        """The job ends at `deadline`: from now on every use of a connection, the ones under
+        way included, ends by it and within SHUTDOWN_USE_S; once one has not been answered
+        in time, the database is taken for hung and every later `acquire` fails at once (the
+        shutdown spools rather than waits)."""
+        self._finish = sooner(self._finish, deadline)
+        cap = self._shutdown_cap()
+        if cap is None:
+            return
+        for use in self._uses:
+            when = use.when()
+            if when is None or when > cap.loop_time():
+                use.reschedule(cap.loop_time())
+
+    def _shutdown_cap(self) -> Deadline | None:
+        """When a use of a connection starting now must end at shutdown (None before)."""
+        if self._finish is None:
+            return None
+        return sooner(self._finish, Deadline.after(SHUTDOWN_USE_S))
+
+    def _shutdown_bound(self, deadline: Deadline | None) -> Deadline | None:
+        """`deadline`, or sooner during shutdown."""
+        return sooner(deadline, self._shutdown_cap())
+
+    def _failed(self, exc: BaseException) -> None:
+        self._errors += 1
+        if self._finish is not None and isinstance(exc, TimeoutError):
+            if not self._hung_at_shutdown:
+                logger.warning("the database did not answer during shutdown; not waiting again")
+            self._hung_at_shutdown = True
 
     async def _give_back(self, conn: Any, *, clean: bool) -> None:
         if not clean:
@@ -195,11 +244,17 @@ class ConnectionPool:
         }
 
     async def aclose(self, deadline: Deadline | None = None) -> None:
-        """Close every connection; by `deadline` (DB_COMMAND_TIMEOUT_S without one), else drop
-        them: a graceful close waits for a server that may never answer."""
+        """Close every connection; by `deadline` (DB_COMMAND_TIMEOUT_S without one, at most
+        SHUTDOWN_USE_S after `finish_by`), else drop them: a graceful close waits for a server
+        that may never answer (and one found hung at shutdown is not asked)."""
+        if self._hung_at_shutdown:
+            self._pool.terminate()
+            return
         bound = self._close_timeout_s if deadline is None else deadline.bound(
             self._close_timeout_s
         )
+        if self._finish is not None:
+            bound = min(bound, SHUTDOWN_USE_S)
         try:
             await asyncio.wait_for(self._pool.close(), timeout=bound)
         except TimeoutError:

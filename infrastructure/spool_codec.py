@@ -53,6 +53,11 @@ def encode_value(value: Any) -> Any:
         return {"$decimal": str(value)}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        # Raw bytes: a quarter of the size of a float list, and far faster to write at shutdown.
+        data = np.ascontiguousarray(value)
+        return {"$array": base64.b64encode(data.tobytes()).decode("ascii"),
+                "dtype": data.dtype.str, "shape": list(data.shape)}
     if isinstance(value, np.ndarray):
         return {"$ndarray": value.tolist(), "dtype": value.dtype.str}
     if isinstance(value, np.generic):
@@ -91,6 +96,9 @@ def decode_value(data: Any) -> Any:
             return Decimal(data["$decimal"])
         if "$bytes" in data:
             return base64.b64decode(data["$bytes"])
+        if "$array" in data:
+            raw = base64.b64decode(data["$array"], validate=True)
+            return np.frombuffer(raw, dtype=np.dtype(data["dtype"])).reshape(data["shape"]).copy()
         if "$ndarray" in data:
             return np.array(data["$ndarray"], dtype=np.dtype(data["dtype"]))
         if "$tuple" in data:

@@ -55,13 +55,13 @@ async def end_job(
 
     All of it ends by `deadline`, by default JOB_SHUTDOWN_BUDGET_S from now (LiveKit kills
     the process 10 s after asking the job to stop). This is the one place that knows it: the
-    batcher learns it first, so every write from here on (the one under way included) ends in
-    time to spool what the database has not taken; every step gets what is left.
+    batcher and the pool learn it first (`Services.finish_by`), so every database wait from
+    here on (those under way included) ends in time to spool what the database has not
+    taken; every step gets what is left.
     """
     if deadline is None:
         deadline = Deadline.after(services.settings.job_shutdown_budget_s)
-    services.batcher.finish_by(deadline)
-    work = deadline.earlier(services.batcher.spool_reserve_s)
+    work = services.finish_by(deadline)
     if voices is not None:
         try:
             async with within(work):

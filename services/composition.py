@@ -97,6 +97,16 @@ class Services:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
+    def finish_by(self, deadline: Deadline) -> Deadline:
+        """The job ends at `deadline`: the batcher and the pool learn it (every database wait
+        from now on ends in time, and what is not written is spooled). Returns when the work
+        that queues writes (session close, summaries) must end: `batcher.spool_reserve_s`
+        before it, so that its writes are spooled too."""
+        self.batcher.finish_by(deadline)
+        work = deadline.earlier(self.batcher.spool_reserve_s)
+        self.pool.finish_by(work)
+        return work
+
     async def aclose(self, deadline: Deadline | None = None) -> None:
         """Finish background work, drain the batcher, then close in reverse order.
 
@@ -109,10 +119,7 @@ class Services:
             return
         self.closed = True
         started = time.perf_counter()
-        work = None
-        if deadline is not None:
-            self.batcher.finish_by(deadline)
-            work = deadline.earlier(self.batcher.spool_reserve_s)
+        work = self.finish_by(deadline) if deadline is not None else None
         # Sessions closing in the background still write through every service below.
         while self.background:
             if not await wait_until(work, list(self.background)):

@@ -225,3 +225,13 @@ def test_rejected_writes_go_to_a_file_that_is_never_replayed(tmp_path: Path) -> 
     record = json.loads((tmp_path / REJECTED_FILE).read_text(encoding="utf-8"))
     assert record["error"] == "CheckViolationError" and "sql" not in record
     assert loads_entry(json.dumps(record)) == refused
+
+
+def test_vectors_are_written_as_raw_bytes_and_the_older_list_form_still_reads() -> None:
+    vec = np.linspace(-1, 1, 384, dtype=np.float32)
+    tagged = encode_value(vec)
+    assert set(tagged) == {"$array", "dtype", "shape"}
+    assert np.array_equal(decode_value(tagged), vec)
+    older = {"$ndarray": vec.tolist(), "dtype": vec.dtype.str}
+    back = decode_value(older)
+    assert back.dtype == np.float32 and np.array_equal(back, vec)
