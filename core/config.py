@@ -85,7 +85,8 @@ class Settings(BaseSettings):
         "moment' (or the write is retried and kept), instead of a voice that stops answering.",
     )
     db_acquire_timeout_s: float = Field(
-        default=2.0, gt=0, description="Longest wait for a pooled connection."
+        default=5.0, gt=0,
+        description="Longest wait for a pooled connection (all busy, or a new one opening).",
     )
     db_connect_timeout_s: float = Field(
         default=5.0, gt=0, description="Longest opening one database connection may take."
