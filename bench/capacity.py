@@ -61,7 +61,7 @@ from bench.capacity_job import entrypoint, room_input  # noqa: E402
 from bench.capacity_report import Limits, markdown, plot, summarize  # noqa: E402
 from bench.capacity_script import render_utterances  # noqa: E402
 from bench.common import _cpu_model, _git_commit, write_section  # noqa: E402
-from bench.turn_overhead import synthetic_episodes  # noqa: E402
+from bench.synthetic_turns import synthetic_episodes  # noqa: E402
 from core.config import Settings  # noqa: E402
 from infrastructure import migrations  # noqa: E402
 from livekit_layer.session_open import open_session  # noqa: E402

@@ -30,78 +30,30 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from livekit.agents import Agent, AgentSession, llm, stt  # noqa: E402
-from livekit.agents.language import LanguageCode  # noqa: E402
+from livekit.agents import llm  # noqa: E402
 
-from agent import CompanionAgent  # noqa: E402
+from bench.common import fmt_ms, percentiles, write_section  # noqa: E402
+from bench.synthetic_turns import PEOPLE, RELATIONS, synthetic_episodes, turn_texts  # noqa: E402
+from bench.turn_voice import measure_voice  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.memory_records import Episode  # noqa: E402
 from infrastructure import migrations  # noqa: E402
 from infrastructure.local_embedder import LocalEmbedder  # noqa: E402
 from livekit_layer.companion_session import CompanionSession  # noqa: E402
 from livekit_layer.session_open import open_session  # noqa: E402
 from services.composition import Services, build_services  # noqa: E402
 from tests.support.openai_server import OpenAIStubServer  # noqa: E402
-from tests.support.scripted_llm import ScriptedLLM  # noqa: E402
 from tests.support.servers import PostgresProcess, RedisProcess  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
-START_MARK = "<!-- turn_overhead:start -->"
-END_MARK = "<!-- turn_overhead:end -->"
 SLOW_EMBEDDINGS_S = 0.4
 TARGET_P95_MS = 30.0
-
-_PEOPLE = ["Maya", "Tom", "Priya", "Leo", "Ana", "Sam", "Noor", "Ivan", "Mei", "Omar"]
-_RELATIONS = ["sister", "brother", "friend", "boss", "neighbour", "cousin", "coach", "mother"]
-_THINGS = ["climbing", "the garden", "a jazz concert", "the new job", "a cooking class",
-           "the dentist", "a road trip", "chess club", "the marathon", "a piano lesson",
-           "the book club", "a hike", "the move", "a job interview", "the exam", "yoga"]
-_FEELINGS = ["happy", "tired", "nervous", "excited", "worried", "proud", "calm", "annoyed"]
-_WHEN = ["yesterday", "last week", "this morning", "on Saturday", "two days ago", "tonight"]
-
-
-def synthetic_episodes(n: int, rng: random.Random, now: datetime) -> list[Episode]:
-    """n distinct turns a person might have said over months."""
-    out: list[Episode] = []
-    seen: set[str] = set()
-    while len(out) < n:
-        person, relation = rng.choice(_PEOPLE), rng.choice(_RELATIONS)
-        thing, feeling, when = rng.choice(_THINGS), rng.choice(_FEELINGS), rng.choice(_WHEN)
-        text = rng.choice([
-            f"My {relation} {person} and I went to {thing} {when}, I felt {feeling}.",
-            f"I was {feeling} about {thing} {when} because {person} could not come.",
-            f"{person} my {relation} told me about {thing}; I am {feeling} for them.",
-            f"Thinking about {thing} makes me {feeling}, {person} says I should keep at it.",
-        ]) + f" ({len(out)})"
-        if text in seen:
-            continue
-        seen.add(text)
-        occurred = now - timedelta(minutes=rng.randint(1, 60 * 24 * 365))
-        out.append(Episode(speaker="user", text=text, occurred_at=occurred))
-    return out
-
-
-def turn_texts(n: int, rng: random.Random) -> list[str]:
-    out = []
-    for i in range(n):
-        out.append(rng.choice([
-            f"Do you remember what my {rng.choice(_RELATIONS)} said about {rng.choice(_THINGS)}?",
-            f"I feel {rng.choice(_FEELINGS)} today, {rng.choice(_THINGS)} is coming up.",
-            f"What did I tell you about {rng.choice(_PEOPLE)} {rng.choice(_WHEN)}?",
-            f"Guess what, {rng.choice(_PEOPLE)} called me about {rng.choice(_THINGS)}!",
-        ]) + f" #{i}")
-    return out
 
 
 def chat_context(
@@ -113,11 +65,6 @@ def chat_context(
         ctx.add_message(role=role, content=said)
     ctx.add_message(role="user", content=text)
     return ctx
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    p50, p95, p99 = np.percentile(np.asarray(samples), [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "n": len(samples)}
 
 
 @dataclass
@@ -207,97 +154,6 @@ async def measure_bootstrap(services: Services, returning_user: uuid.UUID, runs:
     return {"first": percentiles(first), "returning": percentiles(again)}
 
 
-class _NoAudioSTT(stt.STT):
-    """The speech path needs an STT; the agents' stt_node replaces what it would hear."""
-
-    def __init__(self) -> None:
-        super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=False))
-
-    async def _recognize_impl(self, buffer: Any, **kwargs: Any) -> stt.SpeechEvent:
-        raise NotImplementedError
-
-
-async def _heard(queue: asyncio.Queue[str]) -> AsyncIterator[stt.SpeechEvent]:
-    while True:
-        text = await queue.get()
-        yield stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH)
-        yield stt.SpeechEvent(
-            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text)],
-        )
-        yield stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH)
-
-
-class _PlainVoiceAgent(Agent):
-    """The baseline: the same voice turn with no memory work at all."""
-
-    def __init__(self) -> None:
-        super().__init__(instructions="You are Veda, a close friend.")
-        self.heard: asyncio.Queue[str] = asyncio.Queue()
-
-    def stt_node(self, audio: Any, model_settings: Any) -> Any:
-        return _heard(self.heard)
-
-
-class _VoiceCompanion(CompanionAgent):
-    def __init__(self, companion: CompanionSession) -> None:
-        super().__init__(companion)
-        self.heard: asyncio.Queue[str] = asyncio.Queue()
-
-    def stt_node(self, audio: Any, model_settings: Any) -> Any:
-        return _heard(self.heard)
-
-
-class _VoiceRun:
-    """One AgentSession on the speech path; `say` returns the reply's e2e latency in ms."""
-
-    def __init__(self, agent: _PlainVoiceAgent | _VoiceCompanion, userdata: Any) -> None:
-        self.agent = agent
-        self.session: AgentSession[Any] = AgentSession(
-            llm=ScriptedLLM(fallback="I see, tell me more."), stt=_NoAudioSTT(),
-            turn_handling={"turn_detection": "stt"}, userdata=userdata,
-        )
-        self.latencies: asyncio.Queue[float] = asyncio.Queue()
-        self.session.on("conversation_item_added", self._on_item)
-
-    def _on_item(self, event: Any) -> None:
-        item = event.item
-        if getattr(item, "role", None) == "assistant" and "e2e_latency" in item.metrics:
-            self.latencies.put_nowait(item.metrics["e2e_latency"] * 1000)
-
-    async def say(self, text: str) -> float:
-        self.agent.heard.put_nowait(text)
-        return await asyncio.wait_for(self.latencies.get(), timeout=30)
-
-
-async def measure_voice(services: Services, user_id: uuid.UUID, turns: int) -> dict:
-    """Spoken turns, end of speech -> reply starts, for a plain agent and for the companion.
-
-    The companion starts the memory lookup on the final transcript, while turn detection
-    still waits (endpointing); the LLM call then finds the block ready.
-    """
-    rng = random.Random(11)
-    companion = await open_session(services, user_id=user_id, room="bench-voice")
-    ours = _VoiceRun(_VoiceCompanion(companion), companion.user)
-    companion.attach(ours.session, nudges=False)
-    base = _VoiceRun(_PlainVoiceAgent(), None)
-    await ours.session.start(ours.agent)
-    await base.session.start(base.agent)
-    base_ms: list[float] = []
-    ours_ms: list[float] = []
-    for i, text in enumerate(turn_texts(turns + 5, rng)):
-        plain, with_memory = await base.say(text), await ours.say(text)
-        if i >= 5:
-            base_ms.append(plain)
-            ours_ms.append(with_memory)
-        await services.memory.drain()
-        await services.batcher.flush()
-    await ours.session.aclose()
-    await base.session.aclose()
-    await companion.close(wait=False)
-    return {"baseline": percentiles(base_ms), "ours": percentiles(ours_ms)}
-
-
 def bench_settings(dsn: str, redis_url: str, tmp: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": dsn,
@@ -322,9 +178,9 @@ async def seed(services: Services, sizes: list[int], rng: random.Random) -> dict
         await services.memory.import_episodes(
             user_id, session.companion.id, synthetic_episodes(size, rng, now)
         )
-        for i, person in enumerate(_PEOPLE):
+        for i, person in enumerate(PEOPLE):
             await services.memory.remember(
-                user_id, session.companion.id, "PERSON", f"{_RELATIONS[i % 8]}_{i}", person
+                user_id, session.companion.id, "PERSON", f"{RELATIONS[i % 8]}_{i}", person
             )
         print(f"seeded {size} memories in {time.perf_counter() - started:.1f} s", flush=True)
         await session.close()
@@ -401,9 +257,6 @@ def report(
     results: list[TurnResult], bootstrap: dict, voice: dict, parts: dict,
     args: argparse.Namespace,
 ) -> str:
-    def ms(p: dict[str, float]) -> str:
-        return f"{p['p50']:.2f} / {p['p95']:.2f} / {p['p99']:.2f}"
-
     lines = [
         "## Turn overhead before the LLM call (bench/turn_overhead.py)",
         "",
@@ -427,9 +280,10 @@ def report(
         "|---|---:|---:|---:|---:|",
     ]
     for r in results:
-        timeouts = f"{r.rag_timeouts}/{r.ours['n']}"
+        timeouts = f"{r.rag_timeouts}/{r.ours['count']}"
         lines.append(
-            f"| {r.scenario} | {r.memories:,} | {ms(r.baseline)} | {ms(r.ours)} | {timeouts} |"
+            f"| {r.scenario} | {r.memories:,} | {fmt_ms(r.baseline)} | {fmt_ms(r.ours)} "
+            f"| {timeouts} |"
         )
     local_10k = next(
         (r for r in results if r.scenario == "local embeddings" and r.memories == max(args.sizes)),
@@ -443,16 +297,16 @@ def report(
             "",
             "| part | p50 / p95 / p99 ms |",
             "|---|---:|",
-            f"| query embedding, local all-MiniLM-L6-v2 on CPU | {ms(parts['embed'])} |",
-            f"| hybrid search with a given embedding | {ms(parts['search'])} |",
-            f"| mood update (runs alongside the lookup) | {ms(parts['mood'])} |",
-            f"| whole memory lookup (RAGService.context_for_turn) | {ms(parts['rag'])} |",
+            f"| query embedding, local all-MiniLM-L6-v2 on CPU | {fmt_ms(parts['embed'])} |",
+            f"| hybrid search with a given embedding | {fmt_ms(parts['search'])} |",
+            f"| mood update (runs alongside the lookup) | {fmt_ms(parts['mood'])} |",
+            f"| whole memory lookup (RAGService.context_for_turn) | {fmt_ms(parts['rag'])} |",
         ]
     if voice:
         lines += [
             "",
             f"Spoken turns at {max(args.sizes):,} memories (STT path, local embeddings, "
-            f"{voice['ours']['n']} turns): end of speech -> reply starts (`e2e_latency`, "
+            f"{voice['ours']['count']} turns): end of speech -> reply starts (`e2e_latency`, "
             "which includes the framework's 0.5 s endpointing wait). "
             "CompanionSession starts the memory lookup on the final transcript "
             "(`user_input_transcribed`), inside that wait, and the LLM call picks up the "
@@ -460,8 +314,8 @@ def report(
             "",
             "| agent | e2e p50 / p95 / p99 ms |",
             "|---|---:|",
-            f"| baseline (no memory work) | {ms(voice['baseline'])} |",
-            f"| companion (memory + mood + logging) | {ms(voice['ours'])} |",
+            f"| baseline (no memory work) | {fmt_ms(voice['baseline'])} |",
+            f"| companion (memory + mood + logging) | {fmt_ms(voice['ours'])} |",
             f"| difference at p50 / p95 | {voice['ours']['p50'] - voice['baseline']['p50']:.2f}"
             f" / {voice['ours']['p95'] - voice['baseline']['p95']:.2f} |",
         ]
@@ -487,22 +341,11 @@ def report(
             "",
             "| join | p50 / p95 / p99 ms |",
             "|---|---:|",
-            f"| first ever (creates user, companion, session) | {ms(bootstrap['first'])} |",
-            f"| returning (profile, summary, follow-ups, mood) | {ms(bootstrap['returning'])} |",
+            f"| first ever (creates user, companion, session) | {fmt_ms(bootstrap['first'])} |",
+            "| returning (profile, summary, follow-ups, mood) "
+            f"| {fmt_ms(bootstrap['returning'])} |",
         ]
     return "\n".join(lines) + "\n"
-
-
-def write_results(section: str) -> None:
-    block = f"{START_MARK}\n{section}{END_MARK}\n"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    if START_MARK in text and END_MARK in text:
-        head, rest = text.split(START_MARK, 1)
-        _, tail = rest.split(END_MARK, 1)
-        text = head + block + tail.lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    RESULTS.write_text(text)
 
 
 def main() -> None:
@@ -522,7 +365,7 @@ def main() -> None:
     section = report(results, bootstrap, voice, parts, args)
     print(section)
     if args.write:
-        write_results(section)
+        write_section("turn_overhead", section)
 
 
 if __name__ == "__main__":
