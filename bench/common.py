@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,6 +111,20 @@ def write_section(name: str, markdown: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block
     RESULTS.write_text(text)
+
+
+def save_report(
+    name: str, report: dict[str, Any], markdown: Callable[[dict[str, Any]], str],
+    args: argparse.Namespace,
+) -> None:
+    """What `--json FILE` and `--write` ask for: the whole report as JSON, and this benchmark's
+    section of bench/RESULTS.md."""
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    if args.write:
+        write_section(name, markdown(report))
+        print("updated bench/RESULTS.md")
 
 
 def fmt_ms(summary: dict[str, float], keys: Sequence[str] = ("p50", "p95", "p99")) -> str:

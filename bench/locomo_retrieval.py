@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import embedded_postgres, machine_info, percentiles, write_section  # noqa: E402
+from bench.common import embedded_postgres, machine_info, percentiles, save_report  # noqa: E402
 from bench.locomo_data import load_dataset  # noqa: E402
 from bench.locomo_mem0 import run_mem0  # noqa: E402
 from bench.locomo_report import markdown, print_table  # noqa: E402
@@ -251,9 +251,4 @@ if __name__ == "__main__":
     if arguments.before:
         report["before"] = json.loads(Path(arguments.before).read_text())
     print_table(report)
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(report, indent=2))
-        print(f"\nwrote {arguments.json}")
-    if arguments.write:
-        write_section("locomo_retrieval", markdown(report))
-        print("updated bench/RESULTS.md")
+    save_report("locomo_retrieval", report, markdown, arguments)

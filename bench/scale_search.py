@@ -38,7 +38,7 @@ from bench.common import (  # noqa: E402
     machine_info,
     machine_line,
     percentiles,
-    write_section,
+    save_report,
 )
 
 DIM = 384
@@ -309,9 +309,4 @@ if __name__ == "__main__":
     out = asyncio.run(main(arguments))
     if arguments.before:
         out["before"] = json.loads(Path(arguments.before).read_text())
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(out, indent=2))
-        print(f"wrote {arguments.json}")
-    if arguments.write:
-        write_section("scale_search", markdown(out))
-        print("updated bench/RESULTS.md")
+    save_report("scale_search", out, markdown, arguments)
