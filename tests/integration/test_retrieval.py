@@ -5,67 +5,35 @@ vectors are hashed bags of words: texts sharing words are similar, others nearly
 
 The behaviour tests run on both search paths: "sql" (one statement per search) and
 "in_process" (the per-user index kept current from Postgres, loaded by the first search).
+The query plans behind the SQL path are tested in test_retrieval_plans.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 import pytest
 
-from core.memory_records import Episode
-from infrastructure.connection_pool import ConnectionPool
-from rag_system.candidates import SqlParams, VectorPlan, build_sql
 from rag_system.engine import RetrievalEngine
 from rag_system.query import prepare
 from rag_system.tuning import RetrievalTuning
-from tests.support.memory_stack import MemoryStack, create_companion, memory_stack
-from tests.support.openai_server import OpenAIStubServer
+from tests.support.memory_stack import create_companion
+from tests.support.retrieval import (
+    NOW,
+    PATHS,
+    WORDS,
+    RetrievalStack,
+    contents,
+    crowd,
+    engine_for,
+    turn,
+)
 
 pytestmark = pytest.mark.integration
-
-# A Saturday; "last week" is Monday 9 to Monday 16 November 2026.
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-WORDS = (
-    "river garden violin kitchen ladder pepper winter tunnel orange canvas harbor pillow "
-    "rocket meadow silver bakery compass lantern marble thunder velvet puzzle island candle "
-    "forest mirror saddle pencil glacier trumpet walnut cactus anchor basket dragon feather"
-).split()
-
-
-_ENGINES: list[tuple[RetrievalEngine, str]] = []
-
-
-@pytest.fixture
-async def stack(pool: ConnectionPool, make_settings) -> AsyncIterator[MemoryStack]:
-    settings = make_settings()
-    async with OpenAIStubServer() as server, memory_stack(
-        pool=pool, settings=settings, server=server
-    ) as built:
-        yield built
-        # Background work (word statistics, index loads) finishes before the pool closes.
-        engines = list(_ENGINES)
-        _ENGINES.clear()
-        for engine, _ in engines:
-            await engine.aclose()
-        # Each engine answered every search on the path it was built for, and none on the other.
-        for engine, built_for in engines:
-            stats = engine.stats()
-            used, other = ("local_searches", "sql_searches")
-            if built_for == "sql":
-                used, other = other, used
-            assert (stats[used], stats[other]) == (stats["searches"], 0), built_for
-
-
-PATHS = ("sql", "in_process")
 
 
 @pytest.fixture(params=PATHS)
@@ -73,39 +41,11 @@ def path(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def engine_for(
-    stack: MemoryStack,
-    tuning: RetrievalTuning | None = None,
-    *,
-    path: str = "sql",
-    **settings: Any,
-):
-    merged = stack.settings.model_copy(update=settings) if settings else stack.settings
-    tuning = tuning or RetrievalTuning()
-    if path == "sql":
-        tuning = replace(tuning, local_index_max_rows=0)
-    else:
-        tuning = replace(tuning, local_index_cold="inline")
-    engine = RetrievalEngine(
-        pool=stack.pool, embedder=stack.embedder, settings=merged, tuning=tuning
-    )
-    _ENGINES.append((engine, path))
-    return engine
-
-
-def turn(text: str, at: datetime, speaker: str = "user", **source: Any) -> Episode:
-    return Episode(speaker=speaker, text=text, occurred_at=at, source=source)
-
-
-def contents(results) -> list[str]:
-    return [r.memory.content for r in results]
-
-
 # --- scoping ----------------------------------------------------------------------------------
 
 
 async def test_a_search_never_returns_another_users_memories_even_next_to_a_match(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     me, other = uuid.uuid4(), uuid.uuid4()
     at = NOW - timedelta(days=3)
@@ -122,7 +62,7 @@ async def test_a_search_never_returns_another_users_memories_even_next_to_a_matc
 
 
 async def test_a_companion_sees_its_own_and_the_shared_memories_but_never_another_companions(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [turn("shared: I love the harbor", NOW)])
@@ -140,7 +80,7 @@ async def test_a_companion_sees_its_own_and_the_shared_memories_but_never_anothe
 
 
 async def test_the_companions_own_replies_are_not_returned_unless_asked_for(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
@@ -157,7 +97,7 @@ async def test_the_companions_own_replies_are_not_returned_unless_asked_for(
 
 
 async def test_superseded_explicit_memories_are_not_returned(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.pool.execute("insert into public.users (id) values ($1)", user)
@@ -172,7 +112,7 @@ async def test_superseded_explicit_memories_are_not_returned(
 
 
 async def test_results_carry_their_scores_and_why_they_were_chosen(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
@@ -189,7 +129,7 @@ async def test_results_carry_their_scores_and_why_they_were_chosen(
 
 
 async def test_an_unrelated_query_returns_nothing_rather_than_noise(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
@@ -206,7 +146,7 @@ async def test_an_unrelated_query_returns_nothing_rather_than_noise(
 
 
 async def test_last_week_prefers_what_happened_last_week_over_something_more_recent(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
@@ -220,7 +160,7 @@ async def test_last_week_prefers_what_happened_last_week_over_something_more_rec
 
 
 async def test_in_may_prefers_may_and_the_month_is_not_a_keyword(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
@@ -234,7 +174,7 @@ async def test_in_may_prefers_may_and_the_month_is_not_a_keyword(
 
 
 async def test_a_first_name_that_is_also_a_month_is_searched_as_the_name(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
@@ -253,7 +193,7 @@ async def test_a_first_name_that_is_also_a_month_is_searched_as_the_name(
 
 
 async def test_a_follow_up_question_uses_the_previous_turn_to_find_its_referent(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
@@ -271,7 +211,7 @@ async def test_a_follow_up_question_uses_the_previous_turn_to_find_its_referent(
 
 
 async def test_the_turn_right_after_a_strong_match_comes_along_even_without_shared_words(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     at = NOW - timedelta(days=10)
@@ -289,166 +229,11 @@ async def test_the_turn_right_after_a_strong_match_comes_along_even_without_shar
     assert "next to a strong match" in answer.why
 
 
-# --- never short, and the plans behind it -----------------------------------------------------
-
-
-async def _crowd(stack: MemoryStack, target: uuid.UUID, *, mine: int, others: int, each: int):
-    rng = random.Random(7)
-
-    def episodes(n: int, salt: str) -> list[Episode]:
-        return [
-            turn(f"{salt} " + " ".join(rng.sample(WORDS, 5)), NOW - timedelta(hours=i))
-            for i in range(n)
-        ]
-
-    await stack.memory.import_episodes(target, None, episodes(mine, "mine"))
-    for i in range(others):
-        await stack.memory.import_episodes(uuid.uuid4(), None, episodes(each, f"o{i}"))
-    await stack.pool.execute("analyze public.memories")
-
-
-async def test_a_user_among_many_gets_exactly_k_results_on_both_vector_plans(
-    stack: MemoryStack,
-) -> None:
-    target = uuid.uuid4()
-    await _crowd(stack, target, mine=120, others=25, each=60)
-    k = 25
-    queries = [" ".join(random.Random(q).sample(WORDS, 3)) for q in range(12)]
-    # ANN first over a small ef: the global nearest rows are mostly other users', so the
-    # filtered result is short and the engine must notice and scan the user's rows instead.
-    ann = engine_for(
-        stack,
-        RetrievalTuning(exact_scan_max_rows=10, ef_headroom=0.05),
-        rag_min_similarity=-1.0,
-    )
-    exact = engine_for(stack, rag_min_similarity=-1.0)
-    for query in queries:
-        for engine in (ann, exact):
-            results = await engine.search(target, None, query, k=k, now=NOW)
-            assert len(results) == k
-            assert {r.memory.user_id for r in results} == {target}
-    assert ann.stats()["ann_short_fallbacks"] > 0
-    assert exact.stats()["exact_plans"] == len(queries) and exact.stats()["ann_plans"] == 0
-
-
-def _literal(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        items = ",".join(f'"{v}"' if isinstance(v, str) else repr(float(v)) for v in value)
-        return "'{" + items + "}'"
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-async def _explain_cached(conn, name: str, values: list[Any]) -> dict[str, Any]:
-    # EXECUTE of asyncpg's own prepared statement: the plan its executions have been using.
-    args = ", ".join(_literal(v) for v in values)
-    raw = await conn.fetchval(f'explain (format json) execute "{name}"({args})')
-    return (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
-
-
-def _nodes(plan: dict[str, Any]):
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
-
-
-@pytest.mark.parametrize("plan", [VectorPlan.EXACT, VectorPlan.ANN])
-async def test_after_many_executions_the_cached_plan_never_filters_an_hnsw_scan(
-    stack: MemoryStack, db_dsn: str, make_settings, plan: VectorPlan
-) -> None:
-    target = uuid.uuid4()
-    await _crowd(stack, target, mine=80, others=20, each=40)
-    # Push the planner hard towards an ordered index scan (what a naive `where user_id = $1
-    # order by embedding <=> $2 limit k` becomes): the HNSW index must still never be filtered.
-    database = db_dsn.rsplit("/", 1)[1]
-    for setting in ("enable_seqscan", "enable_sort", "enable_bitmapscan"):
-        await stack.pool.execute(f"alter database {database} set {setting} = off")
-    settings = make_settings(db_pool_min_size=1, db_pool_max_size=1, rag_min_similarity=-1.0)
-    one_connection = await ConnectionPool.create(settings, dsn=db_dsn)
-    try:
-        tuning = RetrievalTuning(
-            exact_scan_max_rows=10 if plan is VectorPlan.ANN else 20_000, local_index_max_rows=0
-        )
-        engine = RetrievalEngine(
-            pool=one_connection, embedder=stack.embedder, settings=settings, tuning=tuning
-        )
-        query = "violin lantern harbor"
-        for _ in range(8):
-            assert len(await engine.search(target, None, query, k=10, now=NOW)) == 10
-        assert engine.stats()[f"{plan.value}_plans"] == 8
-        # The parameter values the engine sent (the ANN plan's ef is inlined, not a parameter).
-        params = SqlParams()
-        build_sql(
-            plan=plan, has_vector=True, has_keywords=True, has_window=False,
-            limits=tuning.limits, params=params, user_id=target, companion_id=None,
-            include_assistant=False, query_vector=await stack.embedder.embed(query),
-            query=prepare(query, now=NOW), k=10,
-        )
-        ann_marker = "from public.memories m order by m.embedding <=>"
-        async with one_connection.acquire() as conn:
-            # The pool's reset on release put the session back to the default.
-            assert await conn.fetchval("show plan_cache_mode") == "auto"
-            cached = await conn.fetchrow(
-                "select name, generic_plans, custom_plans from pg_prepared_statements "
-                "where statement like 'with vec as materialized%' "
-                "and (strpos(statement, $1) > 0) = $2",
-                ann_marker, plan is VectorPlan.ANN,
-            )
-            assert cached is not None and cached["generic_plans"] >= 8
-            assert cached["custom_plans"] == 0
-            await conn.execute("set plan_cache_mode = force_generic_plan")
-            root = await _explain_cached(conn, cached["name"], params.values)
-        await engine.aclose()
-    finally:
-        await one_connection.aclose()
-    hnsw = [n for n in _nodes(root) if n.get("Index Name") == "memories_embedding_hnsw"]
-    if plan is VectorPlan.EXACT:
-        assert hnsw == []
-    else:
-        # The index is asked for the global nearest rows: nothing is filtered inside it.
-        assert hnsw and all("Filter" not in n and "Index Cond" not in n for n in hnsw)
-
-
-async def test_behind_a_transaction_pooler_the_ann_settings_stay_inside_the_transaction(
-    stack: MemoryStack, db_dsn: str, make_settings, postgres
-) -> None:
-    target = uuid.uuid4()
-    await _crowd(stack, target, mine=60, others=5, each=40)
-    database = db_dsn.rsplit("/", 1)[1]
-    # The server log shows what was sent: a pooler hands the server connection to another
-    # client after each transaction, so a session-level SET there would leak to them.
-    await stack.pool.execute(f"alter database {database} set log_statement = 'all'")
-    settings = make_settings(
-        db_pool_min_size=1, db_pool_max_size=1, db_statement_cache_size=0,
-        rag_min_similarity=-1.0,
-    )
-    pooled = await ConnectionPool.create(settings, dsn=db_dsn)
-    try:
-        engine = RetrievalEngine(
-            pool=pooled, embedder=stack.embedder, settings=settings,
-            tuning=RetrievalTuning(exact_scan_max_rows=10, local_index_max_rows=0),
-        )
-        marker = f"pooler-check-{uuid.uuid4()}"
-        await pooled.execute(f"select '{marker}'")
-        results = await engine.search(target, None, "violin lantern", k=12, now=NOW)
-        await engine.aclose()
-    finally:
-        await pooled.aclose()
-    log = (postgres.root / "log").read_text()
-    sent = log[log.index(marker):]
-    assert len(results) == 12 and engine.stats()["ann_plans"] == 1
-    assert "set local hnsw.ef_search" in sent and "set local enable_seqscan = off" in sent
-    assert "set plan_cache_mode" not in sent and "set enable_seqscan" not in sent
-
-
 # --- failure of the embedding backend, and word statistics ------------------------------------
 
 
 async def test_keyword_search_carries_on_when_the_embedding_server_fails(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
@@ -465,7 +250,7 @@ async def test_keyword_search_carries_on_when_the_embedding_server_fails(
 
 
 async def test_a_rare_word_outweighs_a_common_one_once_word_statistics_are_built(
-    stack: MemoryStack, path: str
+    stack: RetrievalStack, path: str
 ) -> None:
     user = uuid.uuid4()
     common = [turn(f"coffee with friends number {i}", NOW - timedelta(hours=i)) for i in range(40)]
@@ -486,7 +271,7 @@ async def test_a_rare_word_outweighs_a_common_one_once_word_statistics_are_built
 
 
 async def test_word_statistics_are_rebuilt_in_the_background_after_the_first_search(
-    stack: MemoryStack,
+    stack: RetrievalStack,
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
@@ -505,7 +290,7 @@ async def test_word_statistics_are_rebuilt_in_the_background_after_the_first_sea
 
 
 async def test_the_in_process_index_sees_writes_supersessions_and_deletes_made_after_loading(
-    stack: MemoryStack,
+    stack: RetrievalStack,
 ) -> None:
     user = uuid.uuid4()
     await stack.memory.import_episodes(user, None, [
@@ -541,10 +326,10 @@ def _random_unit_vector(text: str, dimensions: int) -> list[float]:
     return (vector / np.linalg.norm(vector)).tolist()
 
 
-async def test_both_paths_return_the_same_memories_in_the_same_order(stack: MemoryStack) -> None:
+async def test_both_paths_return_the_same_memories_in_the_same_order(stack: RetrievalStack) -> None:
     stack.server.embed_fn = _random_unit_vector
     target = uuid.uuid4()
-    await _crowd(stack, target, mine=150, others=10, each=40)
+    await crowd(stack, target, mine=150, others=10, each=40)
     sql = engine_for(stack, rag_min_similarity=-1.0)
     in_process = engine_for(stack, path="in_process", rag_min_similarity=-1.0)
     await sql.refresh_term_stats(target)  # the SQL path's word statistics, as fresh as it gets
@@ -556,9 +341,9 @@ async def test_both_paths_return_the_same_memories_in_the_same_order(stack: Memo
         assert [r.score for r in found] == pytest.approx([r.score for r in expected], abs=1e-5)
 
 
-async def test_a_user_past_the_in_process_limit_is_searched_in_sql(stack: MemoryStack) -> None:
+async def test_a_user_past_the_in_process_limit_is_searched_in_sql(stack: RetrievalStack) -> None:
     user = uuid.uuid4()
-    await _crowd(stack, user, mine=60, others=0, each=0)
+    await crowd(stack, user, mine=60, others=0, each=0)
     engine = RetrievalEngine(
         pool=stack.pool, embedder=stack.embedder, settings=stack.settings,
         tuning=RetrievalTuning(local_index_max_rows=50),
@@ -574,11 +359,11 @@ async def test_a_user_past_the_in_process_limit_is_searched_in_sql(stack: Memory
 
 
 async def test_indexes_past_the_row_budget_go_least_recently_used_first(
-    stack: MemoryStack,
+    stack: RetrievalStack,
 ) -> None:
     first, second = uuid.uuid4(), uuid.uuid4()
     for user in (first, second):
-        await _crowd(stack, user, mine=40, others=0, each=0)
+        await crowd(stack, user, mine=40, others=0, each=0)
     engine = engine_for(stack, RetrievalTuning(local_index_budget_rows=60), path="in_process")
     assert await engine.warm(first) and await engine.warm(second)
     local = engine.stats()["local_index"]
@@ -586,50 +371,3 @@ async def test_indexes_past_the_row_budget_go_least_recently_used_first(
     # The evicted user is loaded again when searched.
     assert await engine.search(first, None, "violin", k=3, now=NOW)
     assert engine.stats()["local_index"]["loads"] == 3
-
-
-async def test_the_change_query_settles_on_a_generic_plan_that_reads_the_revision_index(
-    stack: MemoryStack, db_dsn: str, make_settings
-) -> None:
-    # One user holding most of the table (a laptop, a benchmark): the generic plan must still
-    # read the revision index rather than scan the table on every search.
-    target = uuid.uuid4()
-    await _crowd(stack, target, mine=80, others=1, each=20)
-    await stack.pool.execute(
-        "insert into public.memories "
-        "(user_id, kind, content, content_hash, occurred_at, embedding) "
-        "select $1, 'episodic', 'older turn ' || g, md5('older turn ' || g), "
-        "now() - g * interval '1 minute', array_fill(0.05, array[384])::vector "
-        "from generate_series(1, 8000) g",
-        target,
-    )
-    await stack.pool.execute("analyze public.memories")
-    settings = make_settings(db_pool_min_size=1, db_pool_max_size=1)
-    one_connection = await ConnectionPool.create(settings, dsn=db_dsn)
-    try:
-        engine = RetrievalEngine(
-            pool=one_connection, embedder=stack.embedder, settings=settings,
-            tuning=RetrievalTuning(local_index_cold="inline"),
-        )
-        for q in range(12):
-            await engine.search(target, None, f"violin lantern {WORDS[q]}", k=5, now=NOW)
-        await engine.aclose()
-        assert engine.stats()["local_searches"] == 12
-        async with one_connection.acquire() as conn:
-            cached = await conn.fetchrow(
-                "select name, generic_plans, custom_plans from pg_prepared_statements "
-                "where statement like 'select 0 as part%'"
-            )
-            # Postgres tries five custom plans, then keeps the generic one for good.
-            assert cached is not None and cached["custom_plans"] <= 5
-            assert cached["generic_plans"] >= 7
-            root = await _explain_cached(conn, cached["name"], [target, 0, ["violin"]])
-    finally:
-        await one_connection.aclose()
-    scans = [n for n in _nodes(root) if n.get("Relation Name") == "memories"]
-    # Read in revision order from the (user_id, rev) index, so it stops at the first rows past
-    # the horizon: never a scan of the table, nor of all the user's index entries.
-    assert scans and all(
-        n["Node Type"] == "Index Scan" and n.get("Index Name") == "memories_user_rev"
-        for n in scans
-    ), scans
