@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_K = 100
+# A sync of the in-process index waits at most this share of the turn's memory budget
+# (`rag_budget_ms`): past it the database is slow or hung, and the index as it stands, stale by
+# the time since its last sync, answers instead of the turn going on with no memory at all.
+SYNC_SHARE_OF_BUDGET = 0.5
 
 __all__ = ["MAX_K", "RetrievalEngine", "RetrievalTuning"]
 
@@ -47,8 +51,10 @@ class RetrievalEngine:
     memories, an in-process index kept current from Postgres (one round trip per search, run
     while the query is embedded); for larger users, or before the index is loaded, one SQL
     statement. Call `warm` when a session starts so its first turn already has the index.
-    While Postgres cannot be reached, a loaded index is searched as it stands (counted in
-    `stale_local_searches`) rather than leaving the turn without memory. Whatever the path,
+    While Postgres cannot be reached, or does not answer within half the turn's memory
+    budget (a hung server), a loaded index is searched as it stands (counted in
+    `stale_local_searches`, the slow ones also in `slow_syncs`) rather than leaving the turn
+    without memory. Whatever the path,
     nothing the process's notes say is forgotten is returned (`core.forgotten`).
 
     Args:
@@ -92,6 +98,7 @@ class RetrievalEngine:
             "sql_searches": 0,
             "keyword_only": 0,
             "embedding_failures": 0,
+            "slow_syncs": 0,
             "empty_results": 0,
             "stale_local_searches": 0,
         }
@@ -172,12 +179,17 @@ class RetrievalEngine:
     ) -> tuple[list[ScoredMemory], float, bool] | None:
         """(results, seconds waited for the embedding, keyword only), or None when the index
         could not be brought up to date (the caller searches in SQL)."""
+        sync_wait_s = self._settings.rag_budget_ms / 1000 * SYNC_SHARE_OF_BUDGET
         try:
-            stems = await self._local.sync(index, prepared.words)
-        except StorageUnavailable:
-            # Postgres is away (a restart, a failover): the copy held here is only as old as
-            # the last search, far better for this turn than no memory at all.
+            # A sync given up on applies nothing; its statement ends in the background.
+            async with asyncio.timeout(sync_wait_s):
+                stems = await self._local.sync(index, prepared.words)
+        except (StorageUnavailable, TimeoutError) as exc:
+            # Postgres is away (a restart, a failover) or hung: the copy held here is only as
+            # old as the last search, far better for this turn than no memory at all.
             self._counters["stale_local_searches"] += 1
+            if isinstance(exc, TimeoutError):
+                self._counters["slow_syncs"] += 1
             stems = self._local.known_stems(prepared.words)
         if stems is None:
             return None

@@ -24,6 +24,7 @@ from infrastructure.openai_embedder import OpenAIEmbedder
 from livekit_layer.companion_session import CompanionSession
 from livekit_layer.session_open import open_session
 from services.composition import Services, build_services
+from tests.conftest import PostgresFreezer
 from tests.support.markers import marker_brain
 from tests.support.openai_server import OpenAIStubServer
 from tests.support.servers import PostgresProcess, RedisProcess
@@ -240,6 +241,40 @@ async def test_postgres_stopped_mid_session_turns_keep_the_memory_held_in_proces
         assert batcher["retries"] > 0 and batcher["spooled"] > 0
         assert batcher["replayed"] == batcher["spooled"] and batcher["lost"] == 0
     finally:
+        await services.aclose()
+
+
+async def test_postgres_frozen_mid_session_turns_keep_the_memory_held_in_process(
+    base_settings, redis_server, postgres_freezer: PostgresFreezer
+) -> None:
+    # A statement on the frozen server ends only at its timeout, long past the turn's budget.
+    services = await build_services(base_settings(
+        redis_enabled=True, redis_url=redis_server.url, db_command_timeout_s=30,
+        db_acquire_timeout_s=30,
+    ))
+    try:
+        talk = await start_talk(services)
+        for n in range(2):
+            assert PET in (await talk.turn(f"How is Pip the parrot today, part {n}?") or "")
+        assert services.retrieval.stats()["local_searches"] > 0  # the index the session loaded
+        postgres_freezer.freeze()
+        try:
+            for n in range(2):
+                # The user's memories held in this process answer, as they do with Postgres
+                # stopped, instead of the turn waiting out its budget and going on without.
+                block = await talk.turn(f"What else about Pip the parrot, {n}?")
+                assert block is not None and PET in block
+        finally:
+            postgres_freezer.thaw()
+        assert services.rag.stats()["timeouts"] == 0
+        assert services.retrieval.stats()["stale_local_searches"] >= 2
+
+        async def all_rows_landed() -> bool:
+            return await talk.rows() == (2 * talk.said, 2 * talk.said)
+
+        await until(all_rows_landed, what="every logged turn in Postgres", every_s=0.5)
+    finally:
+        postgres_freezer.thaw()
         await services.aclose()
 
 
