@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import percentiles
+from bench.common import fmt_ms, percentiles
 from bench.soak_faults import RECOVERY_S
 from bench.soak_forget import ForgetCheck
 from tests.support.markers import Leak
@@ -128,9 +128,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"| kept secrets seen where they may be (the check can see a marker) | "
         f"{sum(f['kept_seen'].values())} ({rows['kept_rows_found']} of {rows['kept']} kept "
         "still in Postgres) |",
-        f"| turn overhead p50 / p95 / p99 ms, all turns | {_ms(report['turn_ms'])} |",
+        f"| turn overhead p50 / p95 / p99 ms, all turns | {fmt_ms(report['turn_ms'])} |",
         "| Postgres frozen: turns, p50 / p95 / p99 / max ms | "
-        + (f"{frozen['count']:,}, {_ms(frozen)} / "
+        + (f"{frozen['count']:,}, {fmt_ms(frozen)} / "
            f"{report['turn_ms_max_by_phase']['postgres_frozen']:.0f} |" if frozen else "0 |"),
         "| Postgres frozen: slowest " + " / ".join(sorted(slowest)) + " ms | "
         + " / ".join(f"{slowest[k]:,.0f}" for k in sorted(slowest)) + " |",
@@ -154,7 +154,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for phase, summary in report["turn_ms_by_phase"].items():
         with_memory = report["turns_with_own_memory_by_phase"].get(phase, 0)
-        lines.append(f"| {phase} | {summary['count']:,} | {with_memory:,} | {_ms(summary)} |")
+        lines.append(f"| {phase} | {summary['count']:,} | {with_memory:,} | {fmt_ms(summary)} |")
     lines += [
         "",
         "Phases: a turn is counted under the fault active when it started, `after_<fault>` for "
@@ -170,7 +170,3 @@ def markdown(report: dict[str, Any]) -> str:
         "meanwhile) or refused (\"try again in a moment\", nothing changed; asked again later).",
     ]
     return "\n".join(lines)
-
-
-def _ms(summary: dict[str, float]) -> str:
-    return f"{summary['p50']:.2f} / {summary['p95']:.2f} / {summary['p99']:.2f}"
