@@ -190,7 +190,6 @@ async def seed(services: Services, sizes: list[int], rng: random.Random) -> dict
 
 
 async def run(args: argparse.Namespace) -> tuple[list[TurnResult], dict, dict, dict]:
-    # Without an LLM the end-of-session summaries fall back (and say so); not what is measured.
     logging.basicConfig(level=logging.ERROR)
     rng = random.Random(7)
     tmp = Path(tempfile.mkdtemp(prefix="bench-turn-"))
@@ -206,7 +205,13 @@ async def run(args: argparse.Namespace) -> tuple[list[TurnResult], dict, dict, d
     parts: dict = {}
     try:
         async with OpenAIStubServer() as stub:
-            settings = bench_settings(dsn, redis.url, tmp)
+            # The loopback stub is the OpenAI-compatible server: the spoken turns' agent builds
+            # its STT and TTS clients from it, and background LLM work (summaries,
+            # consolidation) runs against it as it would against a real one.
+            settings = bench_settings(
+                dsn, redis.url, tmp, openai_base_url=stub.base_url, openai_api_key="bench",
+                openai_max_retries=0,
+            )
             await migrations.migrate(dsn, settings)  # the worker's part, once
             services = await build_services(settings, local_embedder=local)
             try:
@@ -259,6 +264,8 @@ def report(
 ) -> str:
     lines = [
         "## Turn overhead before the LLM call (bench/turn_overhead.py)",
+        "",
+        "Command: `python " + " ".join(["bench/turn_overhead.py", *sys.argv[1:]]) + "`",
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
         f"{os.cpu_count()} cores shared with other work (load average "
