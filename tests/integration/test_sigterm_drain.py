@@ -12,10 +12,7 @@ How long a drain takes against LiveKit's 10 s budget is measured in bench/shutdo
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,74 +25,18 @@ from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.spool import Spool
 from services.composition import register_write_kinds
 from tests.conftest import PostgresFreezer
+from tests.support.child_process import LIVEKIT_KILLS_AFTER_S, Child, start_child
 from tests.support.servers import PostgresProcess
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-# Only bounds a test that would otherwise hang; nothing is timed.
-GIVE_UP_S = 600.0
-# LiveKit kills a job process this long after asking it to stop (shutdown_process_timeout).
-LIVEKIT_KILLS_AFTER_S = 10.0
-
-
-class Child:
-    """The heavy writer, read line by line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.proc = proc
-        self.log = log
-        self.events: list[dict[str, Any]] = []
-
-    async def wait_for(self, name: str) -> dict[str, Any]:
-        """The next event called `name`; the events before it are kept in `events`."""
-        assert self.proc.stdout is not None
-        while True:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), GIVE_UP_S)
-            if not line:
-                raise AssertionError(
-                    f"the writer exited before {name!r} after {self.events}: "
-                    f"{self.log.read_text(errors='replace')[-2000:]}"
-                )
-            if line.startswith(b"{"):
-                event = json.loads(line)
-                self.events.append(event)
-                if event["event"] == name:
-                    return event
-
-    async def finish(self) -> tuple[int, dict[str, Any]]:
-        done = await self.wait_for("done")
-        code = await asyncio.wait_for(self.proc.wait(), GIVE_UP_S)
-        return code, done
-
-    async def exit_or_kill(self, after_s: float) -> int | None:
-        """Wait for the process to exit on its own; past `after_s`, kill it as LiveKit does and
-        return None."""
-        try:
-            return await asyncio.wait_for(self.proc.wait(), after_s)
-        except TimeoutError:
-            await self.kill()
-            return None
-
-    async def kill(self) -> int:
-        """What LiveKit does to a job process still running past its shutdown deadline."""
-        self.proc.kill()
-        return await self.proc.wait()
-
 
 async def start_writer(dsn: str, spool: Path, user_id: uuid.UUID, **options: Any) -> Child:
-    args = [sys.executable, "-m", "tests.support.heavy_writer", "--dsn", dsn,
-            "--spool", str(spool), "--user-id", str(user_id)]
+    args = ["--dsn", dsn, "--spool", str(spool), "--user-id", str(user_id)]
     for name, value in options.items():
         flag = f"--{name.replace('_', '-')}"
         args += [flag] if value is True else [flag, str(value)]
-    # Its log goes to a file: a pipe nobody reads until the end could fill and stall it.
-    log = spool.parent / "writer.log"
-    with log.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            *args, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr
-        )
-    return Child(proc, log)
+    return await start_child("tests.support.heavy_writer", args, spool.parent / "writer.log")
 
 
 async def logged_rows(pool: ConnectionPool, user_id: uuid.UUID) -> tuple[int, int]:

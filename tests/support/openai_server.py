@@ -94,6 +94,8 @@ class _Fault:
     retry_after: float | None = None
     message: str | None = None
     hang_s: float = 0.0
+    # Only requests whose JSON body it accepts (None: any).
+    when: Callable[[Any], bool] | None = None
 
 
 @dataclass
@@ -144,7 +146,8 @@ class OpenAIStubServer:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> OpenAIStubServer:
+    async def start(self, port: int = 0) -> OpenAIStubServer:
+        """Listen on `port` (0: a free one)."""
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         app.on_response_prepare.append(_stamp_first_byte)
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -159,7 +162,7 @@ class OpenAIStubServer:
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         return self
@@ -205,10 +208,16 @@ class OpenAIStubServer:
         self._faults.append(_Fault(n, path_prefix, status, retry_after, message))
 
     def hang_next(
-        self, n: int = 1, seconds: float = 30.0, *, path_prefix: str | None = None
+        self,
+        n: int = 1,
+        seconds: float = 30.0,
+        *,
+        path_prefix: str | None = None,
+        when: Callable[[Any], bool] | None = None,
     ) -> None:
-        """Hold the next `n` matching requests for `seconds` before answering normally."""
-        self._faults.append(_Fault(n, path_prefix, hang_s=seconds))
+        """Hold the next `n` matching requests for `seconds` before answering normally;
+        with `when`, only requests whose JSON body it accepts match."""
+        self._faults.append(_Fault(n, path_prefix, hang_s=seconds, when=when))
 
     def requests_to(self, path_prefix: str) -> list[RecordedRequest]:
         return [r for r in self.requests if _matches(r.path, path_prefix)]
@@ -255,10 +264,10 @@ class OpenAIStubServer:
         for prefix, seconds in self.delay_s.items():
             if _matches(request.path, prefix):
                 await self._pause(seconds)
-        hang = self._take_fault(request.path, hang=True)
+        hang = self._take_fault(request.path, hang=True, body=record.json)
         if hang is not None:
             await self._pause(hang.hang_s)
-        fault = self._take_fault(request.path, hang=False)
+        fault = self._take_fault(request.path, hang=False, body=record.json)
         if fault is not None:
             headers = {}
             if fault.retry_after is not None:
@@ -280,11 +289,11 @@ class OpenAIStubServer:
         except TimeoutError:
             pass
 
-    def _take_fault(self, path: str, *, hang: bool) -> _Fault | None:
+    def _take_fault(self, path: str, *, hang: bool, body: Any) -> _Fault | None:
         for fault in self._faults:
             if fault.remaining > 0 and (fault.hang_s > 0) == hang and (
                 fault.path_prefix is None or _matches(path, fault.path_prefix)
-            ):
+            ) and (fault.when is None or fault.when(body)):
                 fault.remaining -= 1
                 return fault
         return None
