@@ -92,12 +92,14 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="Longest opening one database connection may take."
     )
     job_shutdown_budget_s: float = Field(
-        default=8.0,
+        default=6.0,
         gt=0,
         le=60,
         description="Time the job's own shutdown (summaries, the write drain) may take. LiveKit "
-        "kills a job process 10 s (shutdown_process_timeout) after asking it to stop and "
-        "closes the session first; what is not written by then is spooled to disk.",
+        "kills a job process 10 s (shutdown_process_timeout) after asking it to stop; before "
+        "the job's shutdown starts it closes the session (waiting up to 2 s for a final "
+        "transcript), and after it the process must still exit. What is not written by then "
+        "is spooled to disk.",
     )
 
     # --- OpenAI or any OpenAI-compatible server ------------------------------------------

@@ -469,15 +469,12 @@ class CompanionSession:
             logger.warning("ending the personality session failed (%s)", type(exc).__name__)
         if any(t.role == "user" for t in self.conversation.turns):
             # Consolidation, then the profile summary from what it saved; what does not
-            # finish is recorded in the session row and done later (`after_session`).
-            try:
-                async with within(deadline):
-                    await services.after_session.finish(
-                        self.conversation.id, self.guard.user_id, self.guard.companion_id,
-                        deadline=deadline,
-                    )
-            except TimeoutError:
-                logger.warning("consolidation and profile left for later at the job's deadline")
+            # finish (by the deadline) is recorded in the session row and done later
+            # (`after_session`).
+            await services.after_session.finish(
+                self.conversation.id, self.guard.user_id, self.guard.companion_id,
+                deadline=deadline,
+            )
         logger.info(
             "session closed (turns=%s, ms=%.0f)",
             len(self.conversation.turns), (time.perf_counter() - started) * 1000,

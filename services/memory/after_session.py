@@ -16,7 +16,7 @@ import logging
 import uuid
 from typing import Any
 
-from core.deadline import Deadline
+from core.deadline import Deadline, within
 from services.memory.consolidation_service import ConsolidationService
 from services.memory.profile_service import ProfileService
 
@@ -52,7 +52,21 @@ class AfterSession:
         deadline: Deadline | None = None,
     ) -> bool:
         """Consolidate the ended session, then refresh the profile summary; True when both
-        are done. Otherwise what is left is recorded for later (module docstring)."""
+        are done. Otherwise what is left is recorded for later (module docstring), and so is
+        what `deadline` cuts short."""
+        try:
+            async with within(deadline):
+                return await self._finish(session_id, user_id, companion_id, deadline)
+        except TimeoutError as exc:
+            return self._left("consolidation and profile (the deadline came)", exc)
+
+    async def _finish(
+        self,
+        session_id: uuid.UUID,
+        user_id: uuid.UUID,
+        companion_id: uuid.UUID | None,
+        deadline: Deadline | None,
+    ) -> bool:
         try:
             result = await self._consolidation.consolidate_session(
                 session_id, final=True, deadline=deadline

@@ -55,9 +55,15 @@ ORIGIN = "consolidation"
 SETTLE_S = 10.0
 MAX_ITEMS_PER_BATCH = 40
 # How long a run may hold a session before another process may take it over; renewed with
-# every batch, so only a run that died (or hangs) loses it.
+# every batch, so only a run that died (or hangs) loses it. A run with a deadline (a job's end)
+# holds it no longer than that: the process may be gone before it can release it.
 LEASE_S = 120.0
 _MAX_KNOWN_KEYS = 60
+
+
+def _lease_s(deadline: Deadline | None) -> float:
+    """How long a run holds a session's lease (LEASE_S, and never past its deadline)."""
+    return LEASE_S if deadline is None else min(LEASE_S, deadline.remaining())
 
 
 @dataclass(frozen=True)
@@ -193,7 +199,7 @@ class ConsolidationService:
                 raise InvalidInput(
                     "no such session to consolidate", suggestion="pass the id of a stored session"
                 )
-            if not await self._claim(session):
+            if not await self._claim(session, _lease_s(deadline)):
                 self._counters["busy"] += 1
                 return ConsolidationResult(busy=1)
             try:
@@ -231,20 +237,20 @@ class ConsolidationService:
                 "consolidating_until = now() + make_interval(secs => $5) "
                 "where id = $1 and user_id = $3",
                 session.id, through, session.user_id,
-                any(row["role"] == "user" for row in rows), LEASE_S,
+                any(row["role"] == "user" for row in rows), _lease_s(deadline),
             )
             session = _Session(
                 session.id, session.user_id, session.companion_id, through, session.timezone
             )
 
-    async def _claim(self, session: _Session) -> bool:
-        """Take the session's lease, unless another live run holds it."""
+    async def _claim(self, session: _Session, lease_s: float) -> bool:
+        """Take the session's lease for `lease_s`, unless another live run holds it."""
         claimed = await self._pool.fetchval(
             "update public.sessions set consolidating_until = now() + make_interval(secs => $3), "
             "consolidation_holder = $4 "
             "where id = $1 and user_id = $2 and (consolidating_until is null "
             "or consolidating_until < now() or consolidation_holder = $4) returning true",
-            session.id, session.user_id, LEASE_S, self._holder,
+            session.id, session.user_id, lease_s, self._holder,
         )
         return bool(claimed)
 
