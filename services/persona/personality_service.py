@@ -389,9 +389,19 @@ class PersonalityService:
              stored.emotion, reason, stored.updated_at),
         )
 
+    def forget(self, user_id: uuid.UUID, companion_ids: Sequence[uuid.UUID]) -> None:
+        """Everything about the person was erased: drop the sessions' tallies kept here (the
+        caller drops the cached state, under `cache_key`)."""
+        for companion_id in companion_ids:
+            self._sessions.pop((user_id, companion_id), None)
+
     @staticmethod
-    def _key(user_id: uuid.UUID, companion: Companion) -> str:
-        return f"personality:{user_id}:{companion.id}"
+    def cache_key(user_id: uuid.UUID, companion_id: uuid.UUID) -> str:
+        return f"personality:{user_id}:{companion_id}"
+
+    @classmethod
+    def _key(cls, user_id: uuid.UUID, companion: Companion) -> str:
+        return cls.cache_key(user_id, companion.id)
 
 
 _NEED_WORDS = {
