@@ -35,6 +35,7 @@ from core.errors import CompanionError, InvalidIdentity
 from infrastructure.local_embedder import LocalEmbedder
 from infrastructure.model_clients import tls_context
 from livekit_layer.companion_session import CompanionSession, SessionUser
+from livekit_layer.forget_everything import forget_everything
 from livekit_layer.job import end_job, log_fields_for
 from livekit_layer.session_models import (
     build_session,
@@ -202,14 +203,40 @@ class CompanionAgent(Agent):
         return json.dumps({"forgotten": key, "versions": count})
 
     @function_tool
+    async def forget_everything(
+        self, context: RunContext[Any], confirm: bool = False, code: str = ""
+    ) -> str:
+        """Erase everything stored about the user, when they ask you to forget everything
+        about them. First call it without confirm: nothing is erased yet; it says what would be
+        erased and gives a code. Tell the user and ask them to confirm out loud. Only after
+        they say yes, call it again with confirm=true and that code.
+
+        Args:
+            confirm: true only when the user has just said yes to erasing everything
+            code: the code the first call gave
+        """
+        async with tool_call(self._c, context, writes=True):
+            outcome = await forget_everything(self._c, confirm=confirm, code=code)
+        if outcome["erased"]:
+            await self.update_instructions(self._c.instructions())
+        return json.dumps(outcome, default=str)
+
+    @function_tool
     async def what_do_you_know_about_me(self, context: RunContext[Any]) -> str:
-        """List everything you have saved about the user, to tell them when they ask."""
+        """Tell the user everything you keep about them: the saved memories, and how much of
+        your conversations and the rest you keep."""
+        services = self._c.services
         async with tool_call(self._c, context) as user:
-            memories = await self._c.services.memory.current(user.user_id, user.companion_id)
+            memories = await services.memory.current(user.user_id, user.companion_id)
+            stored = await services.person_data.inventory(user.user_id)
         return json.dumps({
             "profile": profile_line(self._c.profile) or "nothing yet",
             "memories": [f"{m.key.replace('_', ' ')}: {m.value}" for m in memories if m.key],
-        })
+            "summary_of_them": self._c.profile.profile_summary,
+            "also_kept": stored.to_json(),
+            "forgetting": "forget removes one memory by its key; forget_everything erases "
+            "all of it once they confirm",
+        }, default=str)
 
     @function_tool
     async def update_profile(

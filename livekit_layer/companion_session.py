@@ -25,6 +25,7 @@ from core.latency import LatencyWindow
 from core.prompts import prompt, render
 from core.validators import MAX_UTTERANCE_CHARS, WriteGuard
 from livekit_layer.chat_context import pending_user_message
+from livekit_layer.erasure_confirmation import ErasureConfirmation, before_erasure
 from livekit_layer.session_prompts import companion_instructions, history_chat_ctx
 from livekit_layer.session_screening import SessionScreening
 from livekit_layer.turn_memory import RECENT_TURNS, TurnMemory
@@ -83,6 +84,10 @@ class CompanionSession:
     user: SessionUser = field(init=False)
     turn_ms: LatencyWindow = field(default_factory=LatencyWindow)
     watcher: SilenceWatcher | None = None
+    erasure: ErasureConfirmation = field(default_factory=ErasureConfirmation)
+    # When everything about the person was erased in this session (time.time()): what was
+    # said before is left out of every later LLM call.
+    _erased_at: float | None = None
     _heard: str = ""
     _turn_memory: TurnMemory = field(init=False)
     _screening: SessionScreening = field(init=False)
@@ -353,7 +358,17 @@ class CompanionSession:
             instead = self.instead_of_reply(pending)
             if instead is not None:
                 return chat_ctx, instead
-        return self._screening.without_withheld(chat_ctx), None
+        chat_ctx = self._screening.without_withheld(chat_ctx)
+        if self._erased_at is not None:
+            chat_ctx = before_erasure(chat_ctx, self._erased_at)
+        return chat_ctx, None
+
+    def erased(self) -> None:
+        """Everything about the person was just erased: from now on, what was said before is
+        left out of every LLM call, and no memory note made before is used
+        (`forget_everything.go_on_afresh` resets the rest)."""
+        self._erased_at = time.time()
+        self._turn_memory.cancel()
 
     def _unscripted(self, text: str) -> str:
         # Said in place of a reply: the session logs it as an assistant message, which is not

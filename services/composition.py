@@ -45,6 +45,7 @@ from services.people.conversation_service import WRITE_KINDS as CONVERSATION_KIN
 from services.people.conversation_service import ConversationService
 from services.people.follow_up_service import RAISED_KIND, FollowUpService
 from services.people.onboarding_service import OnboardingService
+from services.people.person_data import PersonData
 from services.people.user_service import UserService
 from services.persona.personality_service import WRITE_KINDS as PERSONALITY_KINDS
 from services.persona.personality_service import PersonalityService
@@ -82,6 +83,7 @@ class Services:
     security: SecurityService
     limits: RateLimiter
     forgotten: ForgottenMemories
+    person_data: PersonData
     owns_embedder: bool = True
     embedded_postgres: EmbeddedPostgres | None = None
     closed: bool = False
@@ -292,6 +294,10 @@ async def build_services(
     )
     security = SecurityService(batcher=batcher, settings=settings)
     limits = RateLimiter(cache=cache, settings=settings)
+    person_data = PersonData(
+        pool=pool, cache=cache, memory=memory, users=users, conversations=conversations,
+        personality=personality,
+    )
     return Services(
         settings=settings, pool=pool, models=models, cache=cache, embedder=embedder,
         batcher=batcher, users=users, companions=companions, memory=memory,
@@ -299,5 +305,6 @@ async def build_services(
         follow_ups=follow_ups, conversations=conversations, onboarding=onboarding,
         profiles=profiles, consolidation=consolidation, after_session=after_session,
         maintenance=maintenance, security=security, limits=limits, forgotten=forgotten,
-        owns_embedder=embedder is not local_embedder, embedded_postgres=embedded,
+        person_data=person_data, owns_embedder=embedder is not local_embedder,
+        embedded_postgres=embedded,
     )

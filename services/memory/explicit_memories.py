@@ -40,8 +40,8 @@ from services.memory.memory_vectors import MemoryVectors
 _RECURRING = re.compile(r"birthday|anniversary|born", re.IGNORECASE)
 # What the person can do when the quota is full; each is a tool of the companion.
 MAKE_ROOM = (
-    "to make room: what_do_you_know_about_me lists what is kept, forget removes one by its key; "
-    "then save this again"
+    "to make room: what_do_you_know_about_me lists what is kept, forget removes one by its key, "
+    "forget_everything erases everything once the person confirms; then save this again"
 )
 _KEPT_SQL = (
     "select count(*) from public.memories "

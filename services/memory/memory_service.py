@@ -215,10 +215,24 @@ class MemoryService:
             StorageUnavailable: the database did not answer (try again in a moment); pending
                 writes are erased all the same.
         """
+        await self.erase_pending(user_id, companion_id)
+        return await self._forgetting.forget_all(user_id, companion_id)
+
+    async def erase_pending(
+        self, user_id: uuid.UUID, companion_id: uuid.UUID | None = None
+    ) -> int:
+        """Erase the user's writes not in the database yet (of one companion, or all with
+        None): turns being embedded, and every write queued, spooled, refused or set aside
+        (`DatabaseBatcher.erase_user`; messages, episodes, mood and the rest); returns how many.
+        Call it before deleting what is stored, so that none of them lands afterwards.
+
+        Raises:
+            StorageUnavailable: a batch under way did not end in time (call again).
+        """
         embedding = self._episodes.forget_pending(user_id, companion_id)
         pending = await self._batcher.erase_user(user_id, companion_id=companion_id)
         self._pending_erased += embedding + pending
-        return await self._forgetting.forget_all(user_id, companion_id)
+        return embedding + pending
 
     async def export(self, user_id: uuid.UUID) -> dict[str, Any]:
         """Everything remembered about the user, across companions, history included (JSON-safe).

@@ -60,8 +60,7 @@ select
   (select count(*) from public.sessions where user_id = $1) as conversations,
   (select min(started_at) from public.sessions where user_id = $1) as first_conversation,
   (select count(*) from public.messages where user_id = $1) as messages,
-  (select count(*) from public.follow_ups where user_id = $1 and status = 'open')
-    as open_follow_ups,
+  (select count(*) from public.follow_ups where user_id = $1) as follow_ups,
   (select count(*) from public.companions
     where user_id = $1 and profile_summary is not null) as profile_summaries,
   (select count(*) from public.personality_history where user_id = $1) as mood_records
@@ -78,7 +77,7 @@ class Inventory:
     conversations: int
     first_conversation: datetime | None
     messages: int
-    open_follow_ups: int
+    follow_ups: int
     profile_summaries: int
     mood_records: int
 

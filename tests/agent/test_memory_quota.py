@@ -146,7 +146,7 @@ async def test_a_full_quota_says_what_to_do_and_every_way_out_is_a_tool_the_mode
     full = await conversation.type("remember one more")
     refusal = outputs(full)[0]
     assert refusal.is_error
-    offered = {"what_do_you_know_about_me", "forget"}
+    offered = {"what_do_you_know_about_me", "forget", "forget_everything"}
     assert all(name in refusal.output for name in offered)
     tools = {t["function"]["name"] for t in chat_requests(stub)[-1]["tools"]}
     assert offered <= tools

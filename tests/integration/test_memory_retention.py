@@ -186,7 +186,7 @@ async def test_concurrent_saves_of_new_keys_fill_the_quota_exactly(stack: Memory
     ), return_exceptions=True)
     refused = [r for r in results if isinstance(r, QuotaExceeded)]
     assert len(refused) == 8 and len(results) - len(refused) == 2
-    assert all((r.used, r.quota) == (3, 3) and "what_do_you_know_about_me" in r.suggestion
+    assert all((r.used, r.quota) == (3, 3) and "forget_everything" in r.suggestion
                for r in refused)
     kept = await pool.fetchval(
         "select count(*) from public.memories where user_id = $1 and kind = 'explicit' "
