@@ -196,11 +196,14 @@ class CompanionAgent(Agent):
             key: the key it was saved under, such as dog_name
         """
         async with tool_call(self._c, context, writes=True) as user:
-            count = await self._c.services.memory.forget(user.user_id, user.companion_id, key=key)
-        if count == 0:
+            done = await self._c.services.memory.forget(user.user_id, user.companion_id, key=key)
+        if done.deferred:
+            return json.dumps({"forgotten": key, "note": "forgotten now; the memory store is "
+                               "away and erases it as soon as it is back"})
+        if done.versions == 0:
             raise ToolError(f"nothing is saved under {key!r}; call what_do_you_know_about_me "
                             "to see the keys")
-        return json.dumps({"forgotten": key, "versions": count})
+        return json.dumps({"forgotten": key, "versions": done.versions})
 
     @function_tool
     async def forget_everything(

@@ -118,19 +118,7 @@ class DatabaseBatcher:
             InvalidInput: the op is not registered, or the arguments do not fit its parameters
                 (bugs in the caller, which no retry could fix).
         """
-        kind = self._kinds.current(op)
-        if kind is None:
-            raise InvalidInput(
-                f"batch op {op!r} is not registered",
-                suggestion="call batcher.register(WriteKind.of(...)) at start-up",
-            )
-        mismatch = kind.mismatch(args)
-        if mismatch is not None:
-            raise InvalidInput(
-                f"batch op {op!r} {mismatch}",
-                suggestion="pass one value of the declared type per $n placeholder",
-            )
-        item = BatchItem(kind, tuple(args), time.monotonic(), datetime.now(UTC))
+        item = self._item(op, args)
         self._enqueued += 1
         if self._state == "closed":
             logger.warning("batcher is closed; spooling a late write (op=%s)", op)
@@ -143,6 +131,38 @@ class DatabaseBatcher:
         self._queue.append(item)
         if len(self._queue) >= self._settings.batch_max_size:
             self._wake.set()
+
+    async def spool(self, op: str, args: tuple[Any, ...]) -> None:
+        """Put one write straight in the spool (on disk, synced), replayed once the database
+        is back: for a write the caller has to be sure of now while the database is away (a
+        person's "forget"). Erasures cover it like any spooled write.
+
+        Raises:
+            InvalidInput: as `enqueue`.
+            StorageUnavailable: the disk did not take it; nothing was kept.
+        """
+        item = self._item(op, args)
+        self._enqueued += 1
+        if not await self._spool.write([item]):
+            raise StorageUnavailable(
+                "the write could not be kept on disk either", suggestion=TRY_AGAIN
+            )
+        self._spooled_since_replay = True
+
+    def _item(self, op: str, args: tuple[Any, ...]) -> BatchItem:
+        kind = self._kinds.current(op)
+        if kind is None:
+            raise InvalidInput(
+                f"batch op {op!r} is not registered",
+                suggestion="call batcher.register(WriteKind.of(...)) at start-up",
+            )
+        mismatch = kind.mismatch(args)
+        if mismatch is not None:
+            raise InvalidInput(
+                f"batch op {op!r} {mismatch}",
+                suggestion="pass one value of the declared type per $n placeholder",
+            )
+        return BatchItem(kind, tuple(args), time.monotonic(), datetime.now(UTC))
 
     async def start(self) -> None:
         """Start the flush loop, then apply the spool's bounds and replay what earlier runs

@@ -34,6 +34,7 @@ from rag_system.engine import RetrievalEngine
 from services.memory.after_session import AfterSession
 from services.memory.consolidation_service import ConsolidationService
 from services.memory.episodic_log import EPISODE_KIND
+from services.memory.forgetting import WRITE_KINDS as FORGET_KINDS
 from services.memory.memory_maintenance import MemoryMaintenance
 from services.memory.memory_service import MemoryService
 from services.memory.memory_upkeep import MemoryUpkeep
@@ -173,6 +174,8 @@ def register_write_kinds(batcher: DatabaseBatcher) -> None:
     """Every kind of write the services send through the batcher (each service registers its
     own as well): registered before `start`, so that the replay of the spool knows them all."""
     batcher.register(EPISODE_KIND)
+    for kind in FORGET_KINDS:
+        batcher.register(kind)
     for kind in CONVERSATION_KINDS:
         batcher.register(kind, older=OLDER_CONVERSATION_KINDS.get(kind.op, ()))
     batcher.register(RAISED_KIND)

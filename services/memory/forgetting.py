@@ -1,20 +1,64 @@
 """Forgetting: one memory by id, every version of a key, or everything about a person.
 
 Only rows of the given user, and of exactly the given scope, are ever touched; the cached
-current memories of the scope are dropped with them, and the deleted ids are noted in the
-process's `ForgottenMemories`, so that no copy held in this process serves them again (an
+current memories of the scope are dropped with them, and what was forgotten is noted in the
+process's `ForgottenMemories`, so that no copy held in this process serves it again (an
 in-process index that cannot sync while Postgres is away).
+
+A forget of one memory or one key holds even while the database does not answer: the delete
+is put in the batcher's spool on disk (synced) before anything is promised, replayed once the
+database is back, and the note hides what it covers meanwhile, so the person hears the same
+"forgotten" either way. It only deletes versions saved up to the forget, so a new value saved
+after the database came back (before the replay) stays. If the disk will not take it either,
+the forget is refused ("try again in a moment") and nothing is hidden; a delete that a hung
+database received may still be made when it wakes (in the direction the person asked for).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, StorageUnavailable
 from core.forgotten import ForgottenMemories
 from core.memory_records import normalize_key
 from infrastructure.connection_pool import ConnectionPool
+from infrastructure.database_batcher import DatabaseBatcher
+from infrastructure.write_kinds import WriteKind
 from services.memory.current_memories import CurrentMemories
+
+logger = logging.getLogger(__name__)
+
+FORGET_KEY_KIND = WriteKind.of(
+    "memory.forget_key",
+    "delete from public.memories where user_id = $1 and companion_id is not distinct from $2 "
+    "and kind = 'explicit' and key = $3 and created_at <= $4",
+    "user_id:uuid companion_id:uuid? key:text before:time",
+)
+FORGET_ID_KIND = WriteKind.of(
+    "memory.forget_id",
+    "delete from public.memories where id = $1 and user_id = $2 "
+    "and companion_id is not distinct from $3",
+    "id:uuid user_id:uuid companion_id:uuid?",
+)
+WRITE_KINDS = (FORGET_KEY_KIND, FORGET_ID_KIND)
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What a forget did.
+
+    Attributes:
+        versions: rows deleted (when `deferred`: 0, the database could not say).
+        deferred: the database did not answer; the delete waits in the spool on disk, and
+            nothing it covers is served by this process meanwhile.
+    """
+
+    versions: int
+    deferred: bool = False
 
 
 class Forgetting:
@@ -22,17 +66,29 @@ class Forgetting:
 
     Args:
         pool: the shared database pool.
+        batcher: keeps a forget on disk while the database is away (its kinds registered here).
         current: the cached current memories, invalidated after a delete.
         forgotten: this process's notes of forgotten memories.
+        clock: returns "now" (the clock that stamps saved memories).
     """
 
     def __init__(
-        self, *, pool: ConnectionPool, current: CurrentMemories, forgotten: ForgottenMemories
+        self,
+        *,
+        pool: ConnectionPool,
+        batcher: DatabaseBatcher,
+        current: CurrentMemories,
+        forgotten: ForgottenMemories,
+        clock: Callable[[], datetime],
     ) -> None:
         self._pool = pool
+        self._batcher = batcher
         self._current = current
         self._forgotten = forgotten
-        self.counters = {"forgotten": 0}
+        self._clock = clock
+        self.counters = {"forgotten": 0, "forgets_deferred": 0}
+        for kind in WRITE_KINDS:
+            batcher.register(kind)
 
     async def forget(
         self,
@@ -41,31 +97,62 @@ class Forgetting:
         *,
         memory_id: uuid.UUID | None = None,
         key: str | None = None,
-    ) -> int:
+    ) -> Forgotten:
         """See `MemoryService.forget`.
 
         Raises:
             InvalidInput: not exactly one of `memory_id` and `key` was given.
+            StorageUnavailable: neither the database nor the disk took the forget; nothing is
+                hidden (a hung database may still make the delete when it wakes).
         """
-        if memory_id is not None and key is None:
-            rows = await self._pool.fetch(
-                "delete from public.memories where id = $1 and user_id = $2 "
-                "and companion_id is not distinct from $3 returning id",
-                memory_id, user_id, companion_id,
-            )
-        elif key is not None and memory_id is None:
-            rows = await self._pool.fetch(
-                "delete from public.memories where user_id = $1 "
-                "and companion_id is not distinct from $2 and kind = 'explicit' and key = $3 "
-                "returning id",
-                user_id, companion_id, normalize_key(key),
-            )
-        else:
+        if (memory_id is None) == (key is None):
             raise InvalidInput(
                 "forget needs exactly one of memory_id or key",
                 suggestion="pass the id of the memory, or its key, not both",
             )
-        return await self._forgot(user_id, companion_id, [r["id"] for r in rows])
+        before = self._clock()
+        try:
+            if key is not None:
+                rows = await self._pool.fetch(
+                    "delete from public.memories where user_id = $1 "
+                    "and companion_id is not distinct from $2 and kind = 'explicit' "
+                    "and key = $3 returning id",
+                    user_id, companion_id, normalize_key(key),
+                )
+            else:
+                rows = await self._pool.fetch(
+                    "delete from public.memories where id = $1 and user_id = $2 "
+                    "and companion_id is not distinct from $3 returning id",
+                    memory_id, user_id, companion_id,
+                )
+        except StorageUnavailable:
+            await self._forget_later(user_id, companion_id, memory_id, key, before)
+            return Forgotten(0, deferred=True)
+        return Forgotten(await self._forgot(user_id, companion_id, [r["id"] for r in rows]))
+
+    async def _forget_later(
+        self,
+        user_id: uuid.UUID,
+        companion_id: uuid.UUID | None,
+        memory_id: uuid.UUID | None,
+        key: str | None,
+        before: datetime,
+    ) -> None:
+        # On disk first: if the disk refuses too, this raises and nothing has changed.
+        if key is not None:
+            key = normalize_key(key)
+            await self._batcher.spool(FORGET_KEY_KIND.op, (user_id, companion_id, key, before))
+            self._forgotten.forget_key(user_id, companion_id, key, before)
+        else:
+            assert memory_id is not None
+            await self._batcher.spool(FORGET_ID_KIND.op, (memory_id, user_id, companion_id))
+            self._forgotten.forget_ids(user_id, [memory_id])
+        self.counters["forgets_deferred"] += 1
+        logger.warning("database away: a forget waits in the spool and holds meanwhile")
+        try:
+            await self._current.invalidate(user_id, companion_id)
+        except StorageUnavailable:
+            pass  # the notes filter whatever the cache still holds
 
     async def forget_all(self, user_id: uuid.UUID, companion_id: uuid.UUID | None = None) -> int:
         """See `MemoryService.forget_all`."""

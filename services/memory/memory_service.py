@@ -32,7 +32,7 @@ from infrastructure.embeddings import Embedder
 from services.memory.current_memories import CurrentMemories
 from services.memory.episodic_log import EpisodicLog
 from services.memory.explicit_memories import ExplicitMemories
-from services.memory.forgetting import Forgetting
+from services.memory.forgetting import Forgetting, Forgotten
 from services.memory.memory_vectors import MemoryVectors
 from services.memory.retention import MemoryRetention, RetentionResult
 
@@ -83,7 +83,8 @@ class MemoryService:
             pool=pool, batcher=batcher, vectors=self._vectors, tasks=self._tasks, clock=clock
         )
         self._forgetting = Forgetting(
-            pool=pool, current=self._current, forgotten=self.forgotten
+            pool=pool, batcher=batcher, current=self._current, forgotten=self.forgotten,
+            clock=clock,
         )
         self._retention = MemoryRetention(pool=pool, settings=settings, clock=clock)
 
@@ -188,13 +189,17 @@ class MemoryService:
         *,
         memory_id: uuid.UUID | None = None,
         key: str | None = None,
-    ) -> int:
-        """Delete one memory by id, or every version of a key (any category); returns the count.
+    ) -> Forgotten:
+        """Delete one memory by id, or every version of a key (any category).
 
         Only rows of this user and exactly this scope are touched, whatever id is passed.
+        From the moment it returns nothing forgotten is served by this process, even while the
+        database is away: then the delete waits in the spool on disk (`Forgotten.deferred`)
+        and is made when the database is back (`forgetting`).
 
         Raises:
             InvalidInput: not exactly one of `memory_id` and `key` was given.
+            StorageUnavailable: neither the database nor the disk took it; nothing changed.
         """
         return await self._forgetting.forget(user_id, companion_id, memory_id=memory_id, key=key)
 

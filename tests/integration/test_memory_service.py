@@ -174,9 +174,9 @@ async def test_every_query_is_scoped_to_its_user_and_companion(stack: MemoryStac
     secrets = await key_versions(stack.pool, alice, veda, "FACT", "secret")
     assert [x.id for x in secrets] == [with_veda.id]
     # Alice's session cannot reach Bob's memory, or another companion's, by id or by key.
-    assert await m.forget(alice, veda, memory_id=bobs_memory.id) == 0
-    assert await m.forget(alice, veda, memory_id=with_kai.id) == 0
-    assert await m.forget(alice, None, key="secret") == 0
+    assert (await m.forget(alice, veda, memory_id=bobs_memory.id)).versions == 0
+    assert (await m.forget(alice, veda, memory_id=with_kai.id)).versions == 0
+    assert (await m.forget(alice, None, key="secret")).versions == 0
     assert {x.id for x in await m.current(bob, bobs)} == {bobs_memory.id}
     exported = await m.export(bob)
     assert [x["id"] for x in exported["explicit"]] == [str(bobs_memory.id)]
@@ -239,10 +239,10 @@ async def test_forgetting_a_key_removes_every_version_of_it(
     await stack.memory.remember(user, None, "PERSON", "partner", "Alex")
     keep = await stack.memory.remember(user, None, "FACT", "job", "teacher")
 
-    assert await stack.memory.forget(user, None, key="Partner") == 2
+    assert (await stack.memory.forget(user, None, key="Partner")).versions == 2
     assert await key_versions(stack.pool, user, None, "PERSON", "partner") == []
     assert [x.id for x in await stack.memory.current(user, None)] == [keep.id]
-    assert await stack.memory.forget(user, None, memory_id=keep.id) == 1
+    assert (await stack.memory.forget(user, None, memory_id=keep.id)).versions == 1
     assert await stack.memory.current(user, None) == []
 
 

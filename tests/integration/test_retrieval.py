@@ -307,7 +307,8 @@ async def test_the_in_process_index_sees_writes_supersessions_and_deletes_made_a
     forgotten = next(
         m for m in (await other.export(user))["episodic"] if m["content"].startswith("we planted")
     )
-    assert await other.forget(user, None, memory_id=uuid.UUID(forgotten["id"])) == 1
+    gone = await other.forget(user, None, memory_id=uuid.UUID(forgotten["id"]))
+    assert gone.versions == 1
 
     garden = contents(await engine.search(user, None, "the garden", now=NOW))
     flower = contents(await engine.search(user, None, "favorite flower", now=NOW))
