@@ -110,10 +110,12 @@ class ForgottenMemories:
         return [m for m in memories if not self.hides(m)]
 
     def stats(self) -> dict[str, int]:
+        """Counts only: people with notes, noted ids, key notes (kept for the process's life,
+        also once their delete was made)."""
         return {
             "people_with_notes": len(self._notes),
             "forgotten_ids": sum(len(n.ids) for n in self._notes.values()),
-            "pending_key_notes": sum(len(n.keys) for n in self._notes.values()),
+            "forgotten_key_notes": sum(len(n.keys) for n in self._notes.values()),
         }
 
     def _touch(self, user_id: uuid.UUID) -> _Notes:

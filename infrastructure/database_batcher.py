@@ -5,7 +5,9 @@ parameters) once and `enqueue` argument tuples off the critical path. A tracked 
 writes the queue every `batch_flush_interval_ms` (or as soon as `batch_max_size` items wait),
 each batch through the `BatchWriter` (one transaction, retries, refused items kept in
 `rejected.jsonl`). A batch that still fails for a transient reason goes to the disk spool and
-is replayed, by kind, at the next `start()` (or once the database is healthy again).
+is replayed, by kind, at the next `start()` (or once the database is healthy again). A write
+the caller must be sure of while the database is away (a person's forget) goes straight to the
+spool with `spool`.
 
 At the end of a job `finish_by(deadline)` bounds every write, the one under way included, so
 that what the database has not taken in time is spooled before the process is killed.

@@ -73,13 +73,13 @@ class CurrentMemories:
 
     async def invalidate(self, user_id: uuid.UUID, companion_id: uuid.UUID | None) -> None:
         """Drop the cached current memories of a scope (and of every companion, for shared)."""
-        keys = [_cache_key(user_id, companion_id)]
+        # The scope's own entry first: it goes even when the companions cannot be listed.
+        await self._cache.delete(_cache_key(user_id, companion_id))
         if companion_id is None:
             rows = await self._pool.fetch(
                 "select id from public.companions where user_id = $1", user_id
             )
-            keys += [_cache_key(user_id, r["id"]) for r in rows]
-        await self._cache.delete(*keys)
+            await self._cache.delete(*[_cache_key(user_id, r["id"]) for r in rows])
 
 
 def _cache_key(user_id: uuid.UUID, companion_id: uuid.UUID | None) -> str:

@@ -6,12 +6,14 @@ process's `ForgottenMemories`, so that no copy held in this process serves it ag
 in-process index that cannot sync while Postgres is away).
 
 A forget of one memory or one key holds even while the database does not answer: the delete
-is put in the batcher's spool on disk (synced) before anything is promised, replayed once the
-database is back, and the note hides what it covers meanwhile, so the person hears the same
-"forgotten" either way. It only deletes versions saved up to the forget, so a new value saved
-after the database came back (before the replay) stays. If the disk will not take it either,
-the forget is refused ("try again in a moment") and nothing is hidden; a delete that a hung
-database received may still be made when it wakes (in the direction the person asked for).
+is put in the batcher's spool on disk (synced) before anything is promised, and the note hides
+what it covers in this process meanwhile, so the person hears the same "forgotten" either way.
+The delete is made when the spool is replayed: by the next job to start, before it serves
+anyone, or by this process once its writes go through again. It only deletes versions saved
+up to the forget, so a new value saved after the database came back (before the replay)
+stays. If the disk will not take it either, the forget is refused ("try again in a moment")
+and nothing is hidden; a delete that a hung database received may still be made when it
+wakes (in the direction the person asked for).
 """
 
 from __future__ import annotations

@@ -281,6 +281,7 @@ class MemoryService:
         out: dict[str, Any] = {
             **self._explicit.counters,
             **self._forgetting.counters,
+            **self.forgotten.stats(),
             **self._episodes.counters,
             "embedding_failures": self._vectors.failures,
             **self._current.counters,

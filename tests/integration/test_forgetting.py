@@ -1,20 +1,23 @@
-"""A forget while Postgres is down (stopped: connections refused), over the real batcher and
-spool: it holds at once, waits on disk, is made when the database is back, spares a value saved
-after it; and when the disk will not keep it either, it is refused and hides nothing."""
+"""A forget while Postgres is down (stopped: connections refused) or frozen (SIGSTOP: nothing
+answers), over the real batcher and spool: it holds at once, waits on disk, is made when the
+database is back, spares a value saved after it, is in the person's export and goes with their
+erasure; and when the disk will not keep it either, it is refused and hides nothing."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.config import Settings
 from core.errors import StorageUnavailable
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from services.composition import register_write_kinds
+from tests.conftest import PostgresFreezer
 from tests.support.memory_stack import (
     MemoryStack,
     create_companion,
@@ -48,11 +51,8 @@ def postgres_down(postgres: PostgresProcess) -> Iterator[None]:
         postgres.start()
 
 
-@pytest.fixture
-async def stack(
-    db_dsn: str, make_settings, tmp_path
-) -> AsyncIterator[MemoryStack]:
-    settings = make_settings(batch_spool_dir=tmp_path / "spool")
+@asynccontextmanager
+async def a_stack(settings: Settings, db_dsn: str) -> AsyncIterator[MemoryStack]:
     pool = await ConnectionPool.create(settings, dsn=db_dsn)
     try:
         async with OpenAIStubServer() as server, memory_stack(
@@ -61,6 +61,30 @@ async def stack(
             yield built
     finally:
         await pool.aclose()
+
+
+@pytest.fixture
+async def stack(db_dsn: str, make_settings, tmp_path) -> AsyncIterator[MemoryStack]:
+    async with a_stack(make_settings(batch_spool_dir=tmp_path / "spool"), db_dsn) as built:
+        yield built
+
+
+def spooled_lines(stack: MemoryStack) -> str:
+    """The pending spool files' text (not the kept ones, such as the erasure records)."""
+    return "".join(
+        path.read_text() for path in stack.settings.batch_spool_dir.iterdir()
+        if path.name.startswith("spool-")
+    )
+
+
+async def replay_as_the_next_worker(stack: MemoryStack) -> int:
+    """What the next worker does at its start: replay the spool; returns how many it ran."""
+    successor = DatabaseBatcher(pool=stack.pool, settings=stack.settings)
+    register_write_kinds(successor)
+    await successor.start()
+    await successor.aclose()
+    replayed: int = successor.stats()["replayed"]
+    return replayed
 
 
 async def a_person(stack: MemoryStack) -> tuple[uuid.UUID, uuid.UUID]:
@@ -77,19 +101,77 @@ async def test_a_forget_while_postgres_is_down_holds_and_spares_a_value_saved_af
         done = await stack.memory.forget(user, companion, key="partner")
         assert done.deferred and done.versions == 0
         assert stack.memory.forgotten.version(user) > 0
+    stats = await stack.memory.stats()
+    assert (stats["forgets_deferred"], stats["forgotten_key_notes"]) == (1, 1)
+    assert stack.batcher.stats()["spooled"] == 1
     # Back before any replay: a new value is saved (the old one is still in the database).
     await stack.memory.remember(user, companion, "PERSON", "partner", "Robin")
     assert [m.value for m in await stack.memory.current(user, companion)] == ["Robin"]
     stored = await key_versions(stack.pool, user, companion, "PERSON", "partner")
     assert [m.value for m in stored] == ["Robin", "Alex"]
 
-    successor = DatabaseBatcher(pool=stack.pool, settings=stack.settings)
-    register_write_kinds(successor)
-    await successor.start()  # what the next worker does: replay the spool
-    await successor.aclose()
-    assert successor.stats()["replayed"] == 1
+    assert await replay_as_the_next_worker(stack) == 1
     stored = await key_versions(stack.pool, user, companion, "PERSON", "partner")
     assert [m.value for m in stored] == ["Robin"]
+
+
+async def test_a_forget_while_postgres_is_frozen_waits_on_disk_and_holds_until_it_is_made(
+    db_dsn: str, make_settings, tmp_path, postgres_freezer: PostgresFreezer
+) -> None:
+    settings = make_settings(
+        batch_spool_dir=tmp_path / "spool", db_command_timeout_s=0.5, db_acquire_timeout_s=0.5
+    )
+    async with a_stack(settings, db_dsn) as stack:
+        user, companion = await a_person(stack)
+        await stack.memory.remember(user, companion, "PERSON", "partner", "Alex")
+        job = await stack.memory.remember(user, companion, "FACT", "job", "teacher")
+        postgres_freezer.freeze()
+        # The delete reaches a server that does not answer: it ends with the command timeout.
+        done = await stack.memory.forget(user, companion, key="partner")
+        assert done.deferred
+        postgres_freezer.thaw()
+        assert [m.id for m in await stack.memory.current(user, companion)] == [job.id]
+        await replay_as_the_next_worker(stack)
+        assert await key_versions(stack.pool, user, companion, "PERSON", "partner") == []
+        assert [m.id for m in await stack.memory.current(user, companion)] == [job.id]
+
+
+async def test_a_forget_by_id_while_postgres_is_down_hides_that_memory_until_it_is_made(
+    stack: MemoryStack, postgres: PostgresProcess
+) -> None:
+    user, companion = await a_person(stack)
+    partner = await stack.memory.remember(user, companion, "PERSON", "partner", "Alex")
+    job = await stack.memory.remember(user, companion, "FACT", "job", "teacher")
+    with postgres_down(postgres):
+        done = await stack.memory.forget(user, companion, memory_id=partner.id)
+        assert done.deferred
+    # Back before any replay: the row is still there, and this process does not serve it.
+    assert [m.id for m in await stack.memory.current(user, companion)] == [job.id]
+    assert len(await key_versions(stack.pool, user, companion, "PERSON", "partner")) == 1
+
+    assert await replay_as_the_next_worker(stack) == 1
+    assert await key_versions(stack.pool, user, companion, "PERSON", "partner") == []
+    assert [m.id for m in await stack.memory.current(user, companion)] == [job.id]
+
+
+async def test_a_waiting_forget_is_in_the_export_and_goes_with_the_persons_erasure(
+    stack: MemoryStack, postgres: PostgresProcess
+) -> None:
+    user, companion = await a_person(stack)
+    await stack.memory.remember(user, companion, "PERSON", "partner", "Alex")
+    with postgres_down(postgres):
+        assert (await stack.memory.forget(user, companion, key="partner")).deferred
+    assert "partner" in spooled_lines(stack)
+
+    exported = (await stack.memory.export(user))["pending"]["pending"]
+    assert [(e["op"], e["values"]["key"]) for e in exported] == [
+        ("memory.forget_key", "partner")
+    ]
+    assert await stack.memory.forget_all(user) == 1
+    assert str(user) not in spooled_lines(stack)
+    assert "partner" not in spooled_lines(stack)
+    assert (await stack.memory.export(user))["pending"]["pending"] == []
+    assert await replay_as_the_next_worker(stack) == 0
 
 
 async def test_a_forget_neither_the_database_nor_the_disk_takes_is_refused_and_hides_nothing(
