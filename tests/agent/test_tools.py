@@ -191,6 +191,6 @@ async def test_every_request_offers_the_agents_tools_as_livekit_declares_them_an
     expected = llm.ToolContext(conversation.agent.tools).parse_function_tools("openai")
     requests = chat_requests(stub)
     assert len(requests) == 4  # greeting, the turn, after its tool call, the next turn
-    assert len(expected) == 9
+    assert len(expected) == 10  # forget_everything among them
     assert all(body["tools"] == expected for body in requests)
     await end_conversation(conversation)
