@@ -12,16 +12,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
-from livekit.agents import llm
 
 from core.config import Settings
-from livekit_layer.chat_context import MEMORY_ITEM_PREFIX
 from services.composition import Services, build_services
 from tests.agent.conftest import end_conversation, start_conversation
 from tests.conftest import PostgresFreezer
+from tests.support.agent_turns import memory_notes, tool_outputs
 from tests.support.scripted_llm import ScriptedLLM
 from tests.support.servers import PostgresProcess
 
@@ -44,22 +42,6 @@ async def quick_services(
     finally:
         postgres_freezer.thaw()
         await built.aclose()
-
-
-def memory_notes(model: ScriptedLLM) -> list[str]:
-    """The memory note of each LLM call ('' when a call had none)."""
-    notes = []
-    for ctx in model.calls:
-        found = [
-            item.text_content or "" for item in ctx.items
-            if isinstance(item, llm.ChatMessage) and item.id.startswith(MEMORY_ITEM_PREFIX)
-        ]
-        notes.append(found[0] if found else "")
-    return notes
-
-
-def tool_outputs(result: Any) -> list[Any]:
-    return [e.item for e in result.events if e.type == "function_call_output"]
 
 
 async def a_person_with_pets(services: Services) -> tuple[uuid.UUID, uuid.UUID]:

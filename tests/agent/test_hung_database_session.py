@@ -18,8 +18,8 @@ import pytest
 from core.config import Settings
 from services.composition import Services, build_services
 from tests.agent.conftest import end_conversation, start_conversation
-from tests.agent.test_forget import memory_notes, tool_outputs
 from tests.conftest import PostgresFreezer
+from tests.support.agent_turns import memory_notes, tool_outputs
 from tests.support.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.agent
