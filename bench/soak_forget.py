@@ -9,9 +9,11 @@ the companion can say: the turn's memory block (looked up again within the same 
 reads, a greeting, or a last lookup of each forgotten secret at the end. And once the spool
 is replayed, no row may still carry it.
 
-A refused forget (StorageUnavailable: "try again in a moment", nothing changed) is allowed
-and counted apart; its secret stays kept, and the session asks again on a later turn. Kept
-secrets seen where they may be shown are counted too: they prove the check can see a marker.
+A forget the database could not take waits in the spool (`Forgotten.deferred`) and must hold
+all the same. A refused one (StorageUnavailable: "try again in a moment", nothing changed:
+neither the database nor the disk took it) is allowed and counted apart; its secret stays
+kept, and the session asks again on a later turn. Kept secrets seen where they may be shown
+are counted too: they prove the check can see a marker.
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ class ForgetCheck:
         self.kept[scope] = Secret(marker, key, memory.id, user_id, companion_id)
 
     async def forget(self, services: Services, scope: Scope, phase: str) -> bool:
-        """Ask to forget the pair's secret (every other one by id); whether it was forgotten
-        (made or deferred; not refused)."""
+        """Ask to forget the pair's secret (every other one by id), as the `forget` tool does;
+        whether it was forgotten (made or deferred; not refused)."""
         secret = self.kept.get(scope)
         if secret is None:
             return False
@@ -87,11 +89,11 @@ class ForgetCheck:
         started = time.perf_counter()
         try:
             if by_key:
-                await services.memory.forget(secret.user_id, secret.companion_id,
-                                             key=secret.key)
+                done = await services.memory.forget(secret.user_id, secret.companion_id,
+                                                    key=secret.key)
             else:
-                await services.memory.forget(secret.user_id, secret.companion_id,
-                                             memory_id=secret.memory_id)
+                done = await services.memory.forget(secret.user_id, secret.companion_id,
+                                                    memory_id=secret.memory_id)
         except StorageUnavailable:
             self.refused[phase] += 1
             return False
@@ -100,7 +102,7 @@ class ForgetCheck:
             return False
         finally:
             self.forget_ms[phase].append((time.perf_counter() - started) * 1000)
-        self.made[phase] += 1
+        (self.deferred if done.deferred else self.made)[phase] += 1
         del self.kept[scope]
         self.forgotten[secret.marker] = secret
         return True
@@ -150,7 +152,7 @@ class ForgetCheck:
             "by_phase": {
                 phase: {"made": self.made[phase], "deferred": self.deferred[phase],
                         "refused": self.refused[phase]}
-                for phase in sorted(set(self.made) | set(self.refused))
+                for phase in sorted(set(self.made) | set(self.deferred) | set(self.refused))
             },
             "errors": dict(self.errors),
             "forget_ms_max_by_phase": {
