@@ -92,6 +92,12 @@ class ForgottenMemories:
         notes = self._notes.get(user_id)
         return frozenset(notes.ids) if notes is not None else frozenset()
 
+    def key_notes(self, user_id: uuid.UUID) -> tuple[KeyNote, ...]:
+        """The person's key notes (what consolidation must not save again while their
+        deletes wait in the spool)."""
+        notes = self._notes.get(user_id)
+        return tuple(notes.keys) if notes is not None else ()
+
     def hides(self, memory: Memory) -> bool:
         """Whether `memory` (as some copy holds it) was forgotten."""
         notes = self._notes.get(memory.user_id)

@@ -34,6 +34,7 @@ from rag_system.engine import RetrievalEngine
 from services.memory.after_session import AfterSession
 from services.memory.consolidation_service import ConsolidationService
 from services.memory.episodic_log import EPISODE_KIND
+from services.memory.forgetting import OLDER_KINDS as OLDER_FORGET_KINDS
 from services.memory.forgetting import WRITE_KINDS as FORGET_KINDS
 from services.memory.memory_maintenance import MemoryMaintenance
 from services.memory.memory_service import MemoryService
@@ -175,7 +176,7 @@ def register_write_kinds(batcher: DatabaseBatcher) -> None:
     own as well): registered before `start`, so that the replay of the spool knows them all."""
     batcher.register(EPISODE_KIND)
     for kind in FORGET_KINDS:
-        batcher.register(kind)
+        batcher.register(kind, older=OLDER_FORGET_KINDS[kind.op])
     for kind in CONVERSATION_KINDS:
         batcher.register(kind, older=OLDER_CONVERSATION_KINDS.get(kind.op, ()))
     batcher.register(RAISED_KIND)

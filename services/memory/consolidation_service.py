@@ -3,7 +3,8 @@
 So the companion remembers even when the model never called a tool, each session's new
 messages are sent to the LLM after the session (and every few turns of a long one), which
 answers with {category, key, value, source_message_ids} items saved through
-`MemoryService.remember` (so supersession applies). Nothing here runs on a turn's critical path.
+`MemoryService.remember` (so supersession applies), except a key the person asked to forget
+after the words it comes from (`forgotten_keys`). Nothing here runs on a turn's critical path.
 
 Crash safety: `sessions.consolidated_through` advances only after a batch's memories are
 saved, and a memory whose key already cites one of the batch's messages is not saved again,
@@ -46,6 +47,7 @@ from services.memory.consolidation_answer import (
     parse_item,
     transcript,
 )
+from services.memory.forgotten_keys import forgotten_keys
 from services.memory.memory_service import MemoryService
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class ConsolidationResult:
         unchanged: items whose value was already current (or already saved from these turns).
         rejected: items dropped (malformed, or not sourced to any of the person's messages).
         busy: sessions left alone because another process is consolidating them.
+        forgotten: items not saved: their key was forgotten after words they come from.
     """
 
     messages: int = 0
@@ -83,6 +86,7 @@ class ConsolidationResult:
     unchanged: int = 0
     rejected: int = 0
     busy: int = 0
+    forgotten: int = 0
 
     def __add__(self, other: ConsolidationResult) -> ConsolidationResult:
         return ConsolidationResult(
@@ -91,6 +95,7 @@ class ConsolidationResult:
             self.unchanged + other.unchanged,
             self.rejected + other.rejected,
             self.busy + other.busy,
+            self.forgotten + other.forgotten,
         )
 
 
@@ -144,6 +149,7 @@ class ConsolidationService:
             "rejected": 0,
             "over_quota": 0,
             "busy": 0,
+            "forgotten": 0,
         }
 
     # --- triggers ---------------------------------------------------------------------------
@@ -314,13 +320,21 @@ class ConsolidationService:
         )
         items = await self._ask_llm(session, refs, known, deadline)
         already = await self._keys_citing(session, [row["id"] for row in rows])
-        saved = unchanged = rejected = 0
+        forgets = await forgotten_keys(
+            self._pool, self._memory.forgotten, session.user_id, session.companion_id,
+            rows[0]["created_at"],
+        )
+        saved = unchanged = rejected = forgotten = 0
         for item in items[:MAX_ITEMS_PER_BATCH]:
             parsed = parse_item(item, refs)
             if parsed is None:
                 rejected += 1
                 continue
             category, key, value, importance, sources = parsed
+            if forgets.covers(key, min(row["created_at"] for row in sources)):
+                # The person asked to forget it after saying this: it is not saved again.
+                forgotten += 1
+                continue
             try:
                 cited = already.get((category, normalize_key(key)), set())
                 if cited & {row["id"] for row in sources}:
@@ -359,7 +373,8 @@ class ConsolidationService:
         self._counters["saved"] += saved
         self._counters["unchanged"] += unchanged
         self._counters["rejected"] += rejected
-        return ConsolidationResult(len(rows), saved, unchanged, rejected)
+        self._counters["forgotten"] += forgotten
+        return ConsolidationResult(len(rows), saved, unchanged, rejected, forgotten=forgotten)
 
     async def _ask_llm(
         self,

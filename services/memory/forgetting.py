@@ -14,6 +14,11 @@ up to the forget, so a new value saved after the database came back (before the 
 stays. If the disk will not take it either, the forget is refused ("try again in a moment")
 and nothing is hidden; a delete that a hung database received may still be made when it
 wakes (in the direction the person asked for).
+
+Each forget of a key, or of an explicit memory by id, also records the key, its scope and the
+time in `public.forgotten_keys`, in the same statement as the delete (now or when replayed):
+consolidation, in whatever process and however late, does not save that key again from words
+said before the forget (`forgotten_keys`).
 """
 
 from __future__ import annotations
@@ -31,22 +36,49 @@ from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.write_kinds import WriteKind
 from services.memory.current_memories import CurrentMemories
+from services.memory.forgotten_keys import NOTE_KEY, note_deleted_key
 
 logger = logging.getLogger(__name__)
 
+# Each forget notes the key in public.forgotten_keys in the same statement as the delete
+# (`forgotten_keys`), so that no consolidation, in any process, saves it again.
+_DELETE_KEY = (
+    "delete from public.memories where user_id = $1 and companion_id is not distinct from $2 "
+    "and kind = 'explicit' and key = $3"
+)
+# Now: every version. Replayed from the spool: only versions saved up to the forget.
+FORGET_KEY_SQL = f"with gone as ({_DELETE_KEY} returning id), {NOTE_KEY} select id from gone"
 FORGET_KEY_KIND = WriteKind.of(
     "memory.forget_key",
-    "delete from public.memories where user_id = $1 and companion_id is not distinct from $2 "
-    "and kind = 'explicit' and key = $3 and created_at <= $4",
+    f"with gone as ({_DELETE_KEY} and created_at <= $4 returning id), {NOTE_KEY} "
+    "select id from gone",
     "user_id:uuid companion_id:uuid? key:text before:time",
+    version=2,
 )
 FORGET_ID_KIND = WriteKind.of(
     "memory.forget_id",
-    "delete from public.memories where id = $1 and user_id = $2 "
-    "and companion_id is not distinct from $3",
-    "id:uuid user_id:uuid companion_id:uuid?",
+    "with gone as (delete from public.memories where id = $1 and user_id = $2 "
+    "and companion_id is not distinct from $3 returning id, kind, key), "
+    f"{note_deleted_key('$2', '$3', '$4')} select id from gone",
+    "id:uuid user_id:uuid companion_id:uuid? at:time",
+    version=2,
 )
 WRITE_KINDS = (FORGET_KEY_KIND, FORGET_ID_KIND)
+# Version 1 of each noted nothing in forgotten_keys; kept to replay lines spooled before.
+OLDER_KINDS = {
+    FORGET_KEY_KIND.op: (WriteKind.of(
+        "memory.forget_key",
+        "delete from public.memories where user_id = $1 and companion_id is not distinct from $2 "
+        "and kind = 'explicit' and key = $3 and created_at <= $4",
+        "user_id:uuid companion_id:uuid? key:text before:time",
+    ),),
+    FORGET_ID_KIND.op: (WriteKind.of(
+        "memory.forget_id",
+        "delete from public.memories where id = $1 and user_id = $2 "
+        "and companion_id is not distinct from $3",
+        "id:uuid user_id:uuid companion_id:uuid?",
+    ),),
+}
 
 
 @dataclass(frozen=True)
@@ -90,7 +122,7 @@ class Forgetting:
         self._clock = clock
         self.counters = {"forgotten": 0, "forgets_deferred": 0}
         for kind in WRITE_KINDS:
-            batcher.register(kind)
+            batcher.register(kind, older=OLDER_KINDS[kind.op])
 
     async def forget(
         self,
@@ -116,16 +148,11 @@ class Forgetting:
         try:
             if key is not None:
                 rows = await self._pool.fetch(
-                    "delete from public.memories where user_id = $1 "
-                    "and companion_id is not distinct from $2 and kind = 'explicit' "
-                    "and key = $3 returning id",
-                    user_id, companion_id, normalize_key(key),
+                    FORGET_KEY_SQL, user_id, companion_id, normalize_key(key), before
                 )
             else:
                 rows = await self._pool.fetch(
-                    "delete from public.memories where id = $1 and user_id = $2 "
-                    "and companion_id is not distinct from $3 returning id",
-                    memory_id, user_id, companion_id,
+                    FORGET_ID_KIND.sql, memory_id, user_id, companion_id, before
                 )
         except StorageUnavailable:
             await self._forget_later(user_id, companion_id, memory_id, key, before)
@@ -147,7 +174,9 @@ class Forgetting:
             self._forgotten.forget_key(user_id, companion_id, key, before)
         else:
             assert memory_id is not None
-            await self._batcher.spool(FORGET_ID_KIND.op, (memory_id, user_id, companion_id))
+            await self._batcher.spool(
+                FORGET_ID_KIND.op, (memory_id, user_id, companion_id, before)
+            )
             self._forgotten.forget_ids(user_id, [memory_id])
         self.counters["forgets_deferred"] += 1
         logger.warning("database away: a forget waits in the spool and holds meanwhile")

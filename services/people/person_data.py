@@ -2,7 +2,8 @@
 
 "Everything about me" is whatever records, or was derived from, what the person said or did:
   * memories: explicit ones (every version) and the episodic log of every turn, with the
-    keyword statistics built from them;
+    keyword statistics built from them, and the keys they asked to forget (kept so that
+    consolidation does not learn them again from earlier words);
   * conversations: sessions (times, room, summary) and every message;
   * follow-ups the companion meant to ask about;
   * the profile: name, preferred name, interests, time zone, onboarding, metadata;
@@ -41,7 +42,8 @@ logger = logging.getLogger(__name__)
 # Every table holding rows about the person, erased in this order (messages before their
 # sessions, follow-ups before the sessions they point at).
 ERASED_TABLES = (
-    "memories", "memory_term_stats", "memory_term_corpus", "messages", "follow_ups",
+    "memories", "memory_term_stats", "memory_term_corpus", "forgotten_keys", "messages",
+    "follow_ups",
     "sessions", "personality_history", "personality_state", "needs", "quirks",
 )
 _RESET_PROFILE = (
@@ -63,7 +65,8 @@ select
   (select count(*) from public.follow_ups where user_id = $1) as follow_ups,
   (select count(*) from public.companions
     where user_id = $1 and profile_summary is not null) as profile_summaries,
-  (select count(*) from public.personality_history where user_id = $1) as mood_records
+  (select count(*) from public.personality_history where user_id = $1) as mood_records,
+  (select count(*) from public.forgotten_keys where user_id = $1) as forgotten_keys
 """
 
 
@@ -80,6 +83,7 @@ class Inventory:
     follow_ups: int
     profile_summaries: int
     mood_records: int
+    forgotten_keys: int
 
     def to_json(self) -> dict[str, Any]:
         return json_safe(self.__dict__)
@@ -161,6 +165,7 @@ class PersonData:
             "companions": await rows("companions", "created_at"),
             "memories": await self._memory.export(user_id),
             "memory_words": await rows("memory_term_stats", "lexeme"),
+            "forgotten_keys": await rows("forgotten_keys", "forgotten_at, key"),
             "conversations": conversations,
             "follow_ups": await rows("follow_ups", "created_at"),
             "personality": {

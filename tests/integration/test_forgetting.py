@@ -17,6 +17,7 @@ from core.errors import StorageUnavailable
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from services.composition import register_write_kinds
+from services.memory.forgetting import OLDER_KINDS
 from tests.conftest import PostgresFreezer
 from tests.support.memory_stack import (
     MemoryStack,
@@ -186,3 +187,50 @@ async def test_a_forget_neither_the_database_nor_the_disk_takes_is_refused_and_h
     assert refused.value.retryable and "try again" in refused.value.suggestion
     assert stack.memory.forgotten.version(user) == 0
     assert [m.value for m in await stack.memory.current(user, companion)] == ["Alex"]
+
+
+async def forgotten_keys(stack: MemoryStack, user: uuid.UUID) -> list[tuple[str, datetime]]:
+    rows = await stack.pool.fetch(
+        "select key, forgotten_at from public.forgotten_keys where user_id = $1 order by key",
+        user,
+    )
+    return [(r["key"], r["forgotten_at"]) for r in rows]
+
+
+async def test_forgets_made_from_the_spool_record_their_keys_for_every_later_consolidation(
+    stack: MemoryStack, postgres: PostgresProcess
+) -> None:
+    user, companion = await a_person(stack)
+    partner = await stack.memory.remember(user, companion, "PERSON", "partner", "Alex")
+    job = await stack.memory.remember(user, companion, "FACT", "job", "teacher")
+    with postgres_down(postgres):
+        assert (await stack.memory.forget(user, companion, key="partner")).deferred
+        assert (await stack.memory.forget(user, companion, memory_id=job.id)).deferred
+    assert await forgotten_keys(stack, user) == []
+
+    assert await replay_as_the_next_worker(stack) == 2
+    noted = dict(await forgotten_keys(stack, user))
+    assert sorted(noted) == ["job", "partner"]
+    # Stamped with the time of the forget (the service's clock), not of the replay.
+    assert job.created_at < noted["partner"] < noted["job"] < START + timedelta(minutes=1)
+    assert partner.created_at < job.created_at
+    assert await stack.memory.current(user, companion) == []
+
+
+async def test_forget_lines_spooled_before_the_upgrade_still_replay(
+    stack: MemoryStack,
+) -> None:
+    user, companion = await a_person(stack)
+    await stack.memory.remember(user, companion, "PERSON", "partner", "Alex")
+    job = await stack.memory.remember(user, companion, "FACT", "job", "teacher")
+    # A build from before the forgotten keys spooled these (version 1 of each kind).
+    before = DatabaseBatcher(pool=stack.pool, settings=stack.settings)
+    (key_v1,), (id_v1,) = OLDER_KINDS["memory.forget_key"], OLDER_KINDS["memory.forget_id"]
+    before.register(key_v1)
+    before.register(id_v1)
+    await before.spool(key_v1.op, (user, companion, "partner", START + timedelta(hours=1)))
+    await before.spool(id_v1.op, (job.id, user, companion))
+
+    assert await replay_as_the_next_worker(stack) == 2
+    assert await key_versions(stack.pool, user, companion, "PERSON", "partner") == []
+    assert await key_versions(stack.pool, user, companion, "FACT", "job") == []

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.integration
 EXPECTED_TABLES = {
     "users", "companions", "memories", "sessions", "messages", "personality_state",
     "personality_history", "needs", "quirks", "follow_ups", "security_incidents",
+    "forgotten_keys",
 }
 
 

@@ -121,6 +121,9 @@ FORGED: dict[str, tuple[str, Forge]] = {
     "an incident on B's companion": ("security_incidents_companion_owner_fkey", _sql(
         "insert into public.security_incidents (user_id, companion_id, kind) "
         "values ($1, $2, 'planted')", a_user, b_companion)),
+    "a forgotten key of B's companion": ("forgotten_keys_companion_owner_fkey", _sql(
+        "insert into public.forgotten_keys (user_id, companion_id, key, forgotten_at) "
+        "values ($1, $2, 'planted', now())", a_user, b_companion)),
 }
 
 # Moving one's own row onto B's session or companion, by update.

@@ -89,6 +89,10 @@ async def seed(pool: ConnectionPool, words: str) -> uuid.UUID:
         user, words.split()[0],
     )
     await pool.execute(
+        "insert into public.forgotten_keys (user_id, companion_id, key, forgotten_at) "
+        "values ($1, $2, $3, now())", user, companion, f"forgotten {words}",
+    )
+    await pool.execute(
         "insert into public.security_incidents (user_id, kind, excerpt) "
         "values ($1, 'instruction_override', $2)", user, f"incident {words}",
     )
@@ -142,7 +146,7 @@ async def test_export_writes_everything_about_the_person_and_nothing_of_anyone_e
     assert out.stat().st_mode & 0o777 == 0o600
     text = out.read_text(encoding="utf-8")
     for what in ("name", "interest", "summary", "session", "message", "explicit", "episodic",
-                 "follow-up", "quirk", "incident"):
+                 "follow-up", "quirk", "forgotten", "incident"):
         assert f"{what} adasecret words" in text, what
     assert "spooled adasecret turn" in text and "adasecret" in json.loads(text)["memory_words"][
         0]["lexeme"]

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 PER_USER_TABLES = (
     "companions", "sessions", "messages", "memories", "personality_state",
     "personality_history", "needs", "quirks", "follow_ups", "security_incidents",
+    "forgotten_keys",
 )
 
 
@@ -109,6 +110,14 @@ async def _incident(conn: asyncpg.Connection, o: Owner) -> object:
     )
 
 
+async def _forgotten_key(conn: asyncpg.Connection, o: Owner) -> object:
+    return await conn.execute(
+        "insert into public.forgotten_keys (user_id, companion_id, key, forgotten_at) "
+        "values ($1, $2, 'secret', now())",
+        o.user_id, o.companion_id,
+    )
+
+
 # In dependency order: companions and sessions first, since the rest point at them.
 INSERTS: dict[str, Insert] = {
     "companions": _companion,
@@ -121,6 +130,7 @@ INSERTS: dict[str, Insert] = {
     "quirks": _quirk,
     "follow_ups": _follow_up,
     "security_incidents": _incident,
+    "forgotten_keys": _forgotten_key,
 }
 assert tuple(INSERTS) == tuple(sorted(INSERTS, key=PER_USER_TABLES.index))
 assert set(INSERTS) == set(PER_USER_TABLES)
