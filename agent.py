@@ -37,6 +37,7 @@ from infrastructure.model_clients import tls_context
 from livekit_layer.companion_session import CompanionSession, SessionUser
 from livekit_layer.forget_everything import forget_everything
 from livekit_layer.job import end_job, log_fields_for
+from livekit_layer.session_forget import after_forget
 from livekit_layer.session_models import (
     build_session,
     companion_stt,
@@ -197,6 +198,7 @@ class CompanionAgent(Agent):
         """
         async with tool_call(self._c, context, writes=True) as user:
             done = await self._c.services.memory.forget(user.user_id, user.companion_id, key=key)
+        after_forget(self._c, done)
         if done.deferred:
             return json.dumps({"forgotten": key, "note": "forgotten now; the memory store is "
                                "away and erases it as soon as it is back"})

@@ -134,18 +134,28 @@ class DatabaseBatcher:
         if len(self._queue) >= self._settings.batch_max_size:
             self._wake.set()
 
-    async def spool(self, op: str, args: tuple[Any, ...]) -> None:
+    async def spool(
+        self,
+        op: str,
+        args: tuple[Any, ...],
+        *,
+        then: Sequence[tuple[str, tuple[Any, ...]]] = (),
+    ) -> None:
         """Put one write straight in the spool (on disk, synced), replayed once the database
         is back: for a write the caller has to be sure of now while the database is away (a
         person's "forget"). Erasures cover it like any spooled write.
+
+        Args:
+            then: writes (op, args) that belong with it: kept in the same spool write, or
+                not at all, and replayed with it.
 
         Raises:
             InvalidInput: as `enqueue`.
             StorageUnavailable: the disk did not take it; nothing was kept.
         """
-        item = self._item(op, args)
-        self._enqueued += 1
-        if not await self._spool.write([item]):
+        items = [self._item(op, args), *(self._item(o, a) for o, a in then)]
+        self._enqueued += len(items)
+        if not await self._spool.write(items):
             raise StorageUnavailable(
                 "the write could not be kept on disk either", suggestion=TRY_AGAIN
             )

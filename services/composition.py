@@ -33,6 +33,7 @@ from infrastructure.redis_cache import RedisCache
 from rag_system.engine import RetrievalEngine
 from services.memory.after_session import AfterSession
 from services.memory.consolidation_service import ConsolidationService
+from services.memory.derived_text import SPOOLED_KIND as FORGET_PROFILES_KIND
 from services.memory.episodic_log import EPISODE_KIND
 from services.memory.forgetting import OLDER_KINDS as OLDER_FORGET_KINDS
 from services.memory.forgetting import WRITE_KINDS as FORGET_KINDS
@@ -179,6 +180,7 @@ def register_write_kinds(batcher: DatabaseBatcher) -> None:
         batcher.register(kind, older=OLDER_FORGET_KINDS[kind.op])
     for kind in CONVERSATION_KINDS:
         batcher.register(kind, older=OLDER_CONVERSATION_KINDS.get(kind.op, ()))
+    batcher.register(FORGET_PROFILES_KIND)
     batcher.register(RAISED_KIND)
     batcher.register(INCIDENT_KIND)
     for kind in PERSONALITY_KINDS:

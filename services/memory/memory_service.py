@@ -30,6 +30,7 @@ from infrastructure.connection_pool import ConnectionPool
 from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.embeddings import Embedder
 from services.memory.current_memories import CurrentMemories
+from services.memory.derived_text import DerivedText
 from services.memory.episodic_log import EpisodicLog
 from services.memory.explicit_memories import ExplicitMemories
 from services.memory.forgetting import Forgetting, Forgotten
@@ -82,9 +83,10 @@ class MemoryService:
         self._episodes = EpisodicLog(
             pool=pool, batcher=batcher, vectors=self._vectors, tasks=self._tasks, clock=clock
         )
+        self._derived = DerivedText(cache=cache)
         self._forgetting = Forgetting(
-            pool=pool, batcher=batcher, current=self._current, forgotten=self.forgotten,
-            clock=clock,
+            pool=pool, batcher=batcher, current=self._current, derived=self._derived,
+            forgotten=self.forgotten, clock=clock,
         )
         self._retention = MemoryRetention(pool=pool, settings=settings, clock=clock)
 
@@ -281,6 +283,7 @@ class MemoryService:
         out: dict[str, Any] = {
             **self._explicit.counters,
             **self._forgetting.counters,
+            **self._derived.counters,
             **self.forgotten.stats(),
             **self._episodes.counters,
             "embedding_failures": self._vectors.failures,

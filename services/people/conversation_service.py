@@ -43,6 +43,7 @@ from services.people.session_summary import (
     extract_summary,
     parse_summary,
     transcript,
+    without_forgotten,
 )
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,8 @@ class ConversationSession:
     previous_summary: str | None = None
     timezone: str | None = None
     ended: bool = False
+    # Words of what the person had forgotten during the session: its summary leaves them out.
+    forgotten_words: set[str] = field(default_factory=set)
 
 
 class ConversationService:
@@ -396,6 +399,8 @@ class ConversationService:
     ) -> None:
         try:
             summary = await self.summarize(session, hurried=hurried, deadline=deadline)
+            if session.forgotten_words:
+                summary = without_forgotten(summary, frozenset(session.forgotten_words))
             topics, details, due = self._follow_ups.columns(
                 summary.follow_ups, timezone_named(session.timezone)
             )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from core.dates import parse_date, timezone_named
+from core.mentions import mentions, without_mentions
 from core.validators import clean_text
 from services.people.follow_up_service import NewFollowUp
 
@@ -68,6 +69,18 @@ def extract_summary(user_turns: Sequence[str]) -> SessionSummary:
     pieces = [s if len(s) <= 100 else s[:97].rstrip() + "..." for s in user_turns[:3]]
     return SessionSummary(
         summary="They said: " + " / ".join(pieces), follow_ups=(), by_llm=False
+    )
+
+
+def without_forgotten(summary: SessionSummary, words: frozenset[str]) -> SessionSummary:
+    """The summary without its sentences and follow-ups that mention `words` (what the
+    person had forgotten during the session, `core.mentions`)."""
+    return SessionSummary(
+        summary=without_mentions(summary.summary, words) or "",
+        follow_ups=tuple(
+            f for f in summary.follow_ups if not mentions(f"{f.topic} {f.detail}", words)
+        ),
+        by_llm=summary.by_llm,
     )
 
 
