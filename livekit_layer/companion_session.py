@@ -110,6 +110,7 @@ class CompanionSession:
         self._turn_memory = TurnMemory(
             lookup=self._rag_block, mood=self._mood_line,
             version=lambda: forgotten.version(user_id), turn_ms=self.turn_ms,
+            budget_ms=self.services.settings.rag_budget_ms,
         )
 
     @property
@@ -294,6 +295,7 @@ class CompanionSession:
         return {
             "turn_ms": self.turn_ms.summary(),
             "prefetch_hits": self.prefetch_hits,
+            "late_prefetches": self._turn_memory.late_prefetches,
             "refused_messages": self._screening.refused_count,
             "too_long_messages": self._screening.too_long_count,
             "incidents": self.incidents,
@@ -415,11 +417,12 @@ class CompanionSession:
         self._turn_memory.prefetch(self._heard, recent)
 
     async def context_for_turn(self, text: str, recent_turns: Sequence[str]) -> str | None:
-        """Memories, profile and mood for one user turn, as one compact note (or None): what
-        is remembered is quoted, never instructions (`chat_context.memory_note`)."""
+        """Memories, profile and mood for one user turn (`TurnMemory.note_for`)."""
         return await self._turn_memory.note_for(text, recent_turns)
 
-    async def _rag_block(self, text: str, recent_turns: Sequence[str]) -> str | None:
+    async def _rag_block(
+        self, text: str, recent_turns: Sequence[str], budget_ms: float | None
+    ) -> str | None:
         return await self.services.rag.context_for_turn(
             user_id=self.guard.user_id,
             companion_id=self.guard.companion_id,
@@ -427,6 +430,7 @@ class CompanionSession:
             recent_turns=recent_turns,
             profile_line=profile_line(self.profile),
             follow_ups=[f.topic for f in self.greeting.follow_ups],
+            budget_ms=budget_ms,
         )
 
     async def _mood_line(self, text: str) -> str | None:

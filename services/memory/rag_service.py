@@ -129,14 +129,17 @@ class RAGService:
         recent_turns: Sequence[str] = (),
         profile_line: str | None = None,
         follow_ups: Sequence[str] = (),
+        budget_ms: float | None = None,
     ) -> str | None:
         """One compact block for this turn, or None (nothing relevant, timeout or error).
 
-        Never raises for retrieval trouble: a timeout or failure is counted in `stats()`.
+        `budget_ms` (default RAG_BUDGET_MS) bounds the lookup; a caller that starts it before
+        the LLM call needs it gives it longer and bounds its own wait. Never raises for
+        retrieval trouble: a timeout or failure is counted in `stats()`.
         """
         self._counters["turns"] += 1
         started = time.perf_counter()
-        budget_s = self._settings.rag_budget_ms / 1000
+        budget_s = (budget_ms if budget_ms is not None else self._settings.rag_budget_ms) / 1000
         try:
             block = await asyncio.wait_for(
                 self._build(user_id, companion_id, text, recent_turns, profile_line, follow_ups),
@@ -145,7 +148,7 @@ class RAGService:
         except TimeoutError:
             self._counters["timeouts"] += 1
             logger.warning("memory retrieval over its %s ms budget; turn goes on without it",
-                           self._settings.rag_budget_ms)
+                           round(budget_s * 1000))
             return None
         except Exception as exc:
             self._counters["errors"] += 1

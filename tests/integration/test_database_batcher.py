@@ -6,8 +6,6 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -89,16 +87,6 @@ async def wait_for_count(pool: ConnectionPool, expected: int, give_up_after_s: f
         await asyncio.sleep(0.02)
         count = await probe_count(pool)
     return count
-
-
-@contextmanager
-def postgres_down(postgres: PostgresProcess) -> Iterator[None]:
-    """Stop the shared server for the block; it is always running again afterwards."""
-    postgres.stop()
-    try:
-        yield
-    finally:
-        postgres.start()
 
 
 async def test_a_thousand_writes_land_in_a_handful_of_round_trips(
@@ -196,7 +184,7 @@ async def test_exhausted_retries_spool_to_disk_and_a_new_batcher_replays_them_on
     await first.start()
     rows = [probe_row(n) for n in range(30)]
     caplog.set_level(logging.DEBUG, logger="infrastructure")
-    with postgres_down(postgres):
+    with postgres.down():
         for row in rows:
             first.enqueue("probe", row)
         await first.flush()

@@ -6,8 +6,8 @@ erasure; and when the disk will not keep it either, it is refused and hides noth
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -41,15 +41,6 @@ class TickingClock:
     def __call__(self) -> datetime:
         self.ticks += 1
         return START + timedelta(seconds=self.ticks)
-
-
-@contextmanager
-def postgres_down(postgres: PostgresProcess) -> Iterator[None]:
-    postgres.stop()
-    try:
-        yield
-    finally:
-        postgres.start()
 
 
 @asynccontextmanager
@@ -98,7 +89,7 @@ async def test_a_forget_while_postgres_is_down_holds_and_spares_a_value_saved_af
 ) -> None:
     user, companion = await a_person(stack)
     await stack.memory.remember(user, companion, "PERSON", "partner", "Alex")
-    with postgres_down(postgres):
+    with postgres.down():
         done = await stack.memory.forget(user, companion, key="partner")
         assert done.deferred and done.versions == 0
         assert stack.memory.forgotten.version(user) > 0
@@ -144,7 +135,7 @@ async def test_a_forget_by_id_while_postgres_is_down_hides_that_memory_until_it_
     user, companion = await a_person(stack)
     partner = await stack.memory.remember(user, companion, "PERSON", "partner", "Alex")
     job = await stack.memory.remember(user, companion, "FACT", "job", "teacher")
-    with postgres_down(postgres):
+    with postgres.down():
         done = await stack.memory.forget(user, companion, memory_id=partner.id)
         assert done.deferred
     # Back before any replay: the row is still there, and this process does not serve it.
@@ -161,7 +152,7 @@ async def test_a_waiting_forget_is_in_the_export_and_goes_with_the_persons_erasu
 ) -> None:
     user, companion = await a_person(stack)
     await stack.memory.remember(user, companion, "PERSON", "partner", "Alex")
-    with postgres_down(postgres):
+    with postgres.down():
         assert (await stack.memory.forget(user, companion, key="partner")).deferred
     assert "partner" in spooled_lines(stack)
 
@@ -183,7 +174,7 @@ async def test_a_forget_neither_the_database_nor_the_disk_takes_is_refused_and_h
     await stack.memory.remember(user, companion, "PERSON", "partner", "Alex")
     # The spool directory cannot be made: a file is where it should be.
     stack.settings.batch_spool_dir.write_text("in the way")
-    with postgres_down(postgres), pytest.raises(StorageUnavailable) as refused:
+    with postgres.down(), pytest.raises(StorageUnavailable) as refused:
         await stack.memory.forget(user, companion, key="partner")
     assert refused.value.retryable and "try again" in refused.value.suggestion
     assert stack.memory.forgotten.version(user) == 0
@@ -204,7 +195,7 @@ async def test_forgets_made_from_the_spool_record_their_keys_for_every_later_con
     user, companion = await a_person(stack)
     partner = await stack.memory.remember(user, companion, "PERSON", "partner", "Alex")
     job = await stack.memory.remember(user, companion, "FACT", "job", "teacher")
-    with postgres_down(postgres):
+    with postgres.down():
         assert (await stack.memory.forget(user, companion, key="partner")).deferred
         assert (await stack.memory.forget(user, companion, memory_id=job.id)).deferred
     assert await forgotten_keys(stack, user) == []

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,6 @@ from tests.support.openai_server import OpenAIStubServer
 from tests.support.servers import PostgresProcess
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def postgres_down(postgres: PostgresProcess) -> Iterator[None]:
-    postgres.stop()
-    try:
-        yield
-    finally:
-        postgres.start()
 
 
 async def seed(pool: ConnectionPool, words: str) -> uuid.UUID:
@@ -114,7 +104,7 @@ async def people(
     async with OpenAIStubServer() as server, memory_stack(
         pool=pool, settings=settings, server=server
     ) as stack:
-        with postgres_down(postgres):
+        with postgres.down():
             stack.memory.log_turn(ada, None, None, "user", "spooled adasecret turn")
             await stack.settle()
         assert stack.batcher.stats()["spooled"] == 1

@@ -10,8 +10,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,15 +31,6 @@ from tests.support.servers import PostgresProcess
 pytestmark = pytest.mark.integration
 
 ATTACK_SQL = "update public.users set display_name = $1 where true"
-
-
-@contextmanager
-def postgres_down(postgres: PostgresProcess) -> Iterator[None]:
-    postgres.stop()
-    try:
-        yield
-    finally:
-        postgres.start()
 
 
 def drop_spool_file(directory: Path, records: list[dict[str, Any]]) -> Path:
@@ -158,7 +148,7 @@ async def test_a_turn_spooled_in_an_outage_does_not_come_back_after_forget_every
     stack: MemoryStack, pool: ConnectionPool, postgres: PostgresProcess
 ) -> None:
     me, other = await create_user(pool), await create_user(pool)
-    with postgres_down(postgres):
+    with postgres.down():
         for n in range(3):
             stack.memory.log_turn(me, None, None, "user", f"my secret plan number {n}")
         stack.memory.log_turn(other, None, None, "user", "their ordinary day")
@@ -199,7 +189,7 @@ async def test_an_erasure_reaches_a_file_another_process_held_while_it_was_recor
     stack: MemoryStack, pool: ConnectionPool, postgres: PostgresProcess
 ) -> None:
     me = await create_user(pool)
-    with postgres_down(postgres):
+    with postgres.down():
         stack.memory.log_turn(me, None, None, "user", "said before the forget")
         await stack.settle()
     # Another process claimed the file (its replay under way), then died holding it.
@@ -227,7 +217,7 @@ async def test_export_shows_every_pending_write_of_the_person_and_a_forget_erase
     replayer.register(EPISODE_KIND)
     await replayer.start()
     await replayer.aclose()
-    with postgres_down(postgres):
+    with postgres.down():
         stack.memory.log_turn(me, None, None, "user", "spooled in the outage")
         stack.memory.log_turn(other, None, None, "user", "someone else's words")
         await stack.settle()

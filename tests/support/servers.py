@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -76,6 +77,15 @@ class PostgresProcess:
 
     def stop(self, mode: str = "fast") -> None:
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-w", "-m", mode, "stop"])
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """Stopped (connections refused) for the block; always running again afterwards."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
 
     def cluster_pids(self) -> list[int]:
         """The postmaster and every process it started (backends, checkpointer, ...)."""
