@@ -235,23 +235,6 @@ class Forgetting:
         except StorageUnavailable:
             pass  # the notes filter whatever the cache still holds
 
-    async def forget_all(self, user_id: uuid.UUID, companion_id: uuid.UUID | None = None) -> int:
-        """See `MemoryService.forget_all`."""
-        if companion_id is None:
-            rows = await self._pool.fetch(
-                "delete from public.memories where user_id = $1 returning id", user_id
-            )
-        else:
-            rows = await self._pool.fetch(
-                "delete from public.memories where user_id = $1 and companion_id = $2 "
-                "returning id",
-                user_id, companion_id,
-            )
-        count = await self._forgot(user_id, companion_id, [r["id"] for r in rows])
-        if companion_id is None:
-            self._forgotten.erased(user_id)
-        return count
-
     async def _forgot(
         self, user_id: uuid.UUID, companion_id: uuid.UUID | None, ids: list[uuid.UUID]
     ) -> int:

@@ -205,33 +205,14 @@ class MemoryService:
         """
         return await self._forgetting.forget(user_id, companion_id, memory_id=memory_id, key=key)
 
-    async def forget_all(self, user_id: uuid.UUID, companion_id: uuid.UUID | None = None) -> int:
-        """Delete the user's memories, explicit and episodic, history included; returns the
-        number of rows deleted.
-
-        First every write of the user not yet in the database is erased: turns being
-        embedded, and writes queued, spooled to disk, refused or set aside
-        (`DatabaseBatcher.erase_user`: messages, episodes, mood and the rest), so that nothing
-        forgotten comes back when a spool is replayed.
-
-        Args:
-            companion_id: only this companion's memories (the shared ones and the other
-                companions' stay); None: all of the user's memories, shared ones included.
-
-        Raises:
-            StorageUnavailable: the database did not answer (try again in a moment); pending
-                writes are erased all the same.
-        """
-        await self.erase_pending(user_id, companion_id)
-        return await self._forgetting.forget_all(user_id, companion_id)
-
     async def erase_pending(
         self, user_id: uuid.UUID, companion_id: uuid.UUID | None = None
     ) -> int:
         """Erase the user's writes not in the database yet (of one companion, or all with
         None): turns being embedded, and every write queued, spooled, refused or set aside
         (`DatabaseBatcher.erase_user`; messages, episodes, mood and the rest); returns how many.
-        Call it before deleting what is stored, so that none of them lands afterwards.
+        Call it before deleting what is stored (`PersonData.erase`), so that none of them
+        lands afterwards.
 
         Raises:
             StorageUnavailable: a batch under way did not end in time (call again).

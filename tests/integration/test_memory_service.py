@@ -246,49 +246,6 @@ async def test_forgetting_a_key_removes_every_version_of_it(
     assert await stack.memory.current(user, None) == []
 
 
-async def test_forget_all_for_one_companion_keeps_the_others_and_the_shared_ones(
-    stack: MemoryStack,
-) -> None:
-    user = await create_user(stack.pool)
-    other = await create_user(stack.pool)
-    veda = await create_companion(stack.pool, user, "Veda")
-    kai = await create_companion(stack.pool, user, "Kai")
-    await stack.memory.remember(user, veda, "FACT", "a", "one")
-    await stack.memory.remember(user, kai, "FACT", "b", "two")
-    await stack.memory.remember(user, None, "FACT", "c", "three")
-    await stack.memory.remember(other, None, "FACT", "d", "four")
-
-    assert await stack.memory.forget_all(user, veda) == 1
-    assert {x.value for x in await stack.memory.current(user, kai)} == {"two", "three"}
-    assert await stack.memory.forget_all(user) == 2
-    assert await stack.memory.current(user, kai) == []
-    assert [x.value for x in await stack.memory.current(other, None)] == ["four"]
-
-
-async def test_forgetting_everything_leaves_nothing_to_export_and_nothing_cached(
-    stack: MemoryStack, clock: Clock
-) -> None:
-    user = await create_user(stack.pool)
-    other = await create_user(stack.pool)
-    veda = await create_companion(stack.pool, user, "Veda")
-    await stack.memory.remember(user, None, "PREFERENCE", "drink", "tea")
-    clock.now += timedelta(minutes=5)
-    await stack.memory.remember(user, None, "PREFERENCE", "drink", "coffee")
-    await stack.memory.remember(user, veda, "FACT", "pet", "a cat")
-    stack.memory.log_turn(user, veda, None, "user", "My cat is called Miso")
-    await stack.memory.remember(other, None, "FACT", "pet", "a dog")
-    await stack.settle()
-    assert {m.value for m in await stack.memory.current(user, veda)} == {"coffee", "a cat"}
-
-    assert await stack.memory.forget_all(user) == 4
-
-    exported = await stack.memory.export(user)
-    assert (exported["explicit"], exported["episodic"]) == ([], [])
-    assert await stack.memory.current(user, veda) == []
-    assert await stack.memory.current(user, None) == []
-    assert [m.value for m in await stack.memory.current(other, None)] == ["a dog"]
-
-
 async def test_export_holds_history_and_episodes_and_is_plain_json(
     stack: MemoryStack, clock: Clock
 ) -> None:

@@ -156,7 +156,7 @@ async def test_a_turn_spooled_in_an_outage_does_not_come_back_after_forget_every
         assert stack.batcher.stats()["spooled"] == 4
     assert "my secret plan" in spool_text(stack.settings.batch_spool_dir)
 
-    assert await stack.memory.forget_all(me) == 0  # nothing of it reached the database
+    assert await stack.memory.erase_pending(me) == 3
     assert (await stack.memory.stats())["pending_writes_erased"] == 3
     assert "my secret plan" not in spool_text(stack.settings.batch_spool_dir)
 
@@ -177,7 +177,7 @@ async def test_a_turn_being_embedded_or_queued_when_forgotten_is_never_written(
     stack.memory.log_turn(me, None, None, "user", "still being embedded")
     assert (await stack.memory.stats())["pending_tasks"] == 1
 
-    await stack.memory.forget_all(me)
+    await stack.memory.erase_pending(me)
     await stack.settle()
 
     assert await episodes(pool, me) == 0
@@ -195,7 +195,7 @@ async def test_an_erasure_reaches_a_file_another_process_held_while_it_was_recor
     # Another process claimed the file (its replay under way), then died holding it.
     spool = Spool(stack.settings.batch_spool_dir)
     [held] = spool.claim()
-    await stack.memory.forget_all(me)
+    await stack.memory.erase_pending(me)
     assert "said before the forget" in held.path.read_text(encoding="utf-8")
     old = time.time() - STALE_AFTER_S - 60
     os.utime(held.path, (old, old))
@@ -239,7 +239,7 @@ async def test_export_shows_every_pending_write_of_the_person_and_a_forget_erase
     assert pending["pending"][0]["values"]["embedding"] == {"vector_dimensions": 384}
     json.dumps(pending)
 
-    await stack.memory.forget_all(me)
+    await stack.memory.erase_pending(me)
     after = (await stack.memory.export(me))["pending"]
     assert after == {"embedding": [], "queued": [], "pending": [], "rejected": [],
                      "set_aside": []}
