@@ -161,34 +161,3 @@ class FollowUpService:
             [due_from_day(f.day, tz) if f.day is not None else None for f in follow_ups],
         )
 
-    async def replace_for_session(
-        self,
-        conn: asyncpg.Connection,
-        *,
-        user_id: uuid.UUID,
-        companion_id: uuid.UUID | None,
-        session_id: uuid.UUID,
-        follow_ups: Sequence[NewFollowUp],
-        tz: tzinfo,
-    ) -> None:
-        """Store a session's follow-ups on `conn` (inside the caller's transaction).
-
-        A resumed session is summarized again: its earlier open follow-ups are replaced.
-        """
-        await conn.execute(
-            "delete from public.follow_ups "
-            "where session_id = $1 and user_id = $2 and status = 'open'",
-            session_id, user_id,
-        )
-        if not follow_ups:
-            return
-        now = self._clock()
-        await conn.executemany(
-            "insert into public.follow_ups (user_id, companion_id, session_id, topic, detail, "
-            "due_at, created_at) values ($1, $2, $3, $4, $5, $6, $7)",
-            [
-                (user_id, companion_id, session_id, f.topic, f.detail,
-                 due_from_day(f.day, tz) if f.day is not None else None, now)
-                for f in follow_ups
-            ],
-        )

@@ -139,19 +139,6 @@ class LanguageFrames:
         second = self.has("second_person") and self.find("second_person", inner)
         return SCOPED if self.own_scope(inner, clause_after(match), second_person=second) else 1.0
 
-    def cue_check(self, *keys: str, partial: float = 0.0) -> Check:
-        """Every key's words occur in the clause around the match; with only the last one,
-        the match carries `partial` of its weight."""
-
-        def check(match: re.Match[str]) -> float:
-            context = f"{clause_before(match)} {match.group(0)} {clause_after(match)}"
-            found = [self.find(key, context) for key in keys]
-            if all(found):
-                return 1.0
-            return partial if found[-1] else 0.0
-
-        return check
-
     def near_check(self, key: str) -> Check:
         return lambda match: 1.0 if self.find(key, near(match)) else 0.0
 

@@ -16,7 +16,7 @@ from infrastructure.database_batcher import DatabaseBatcher
 from infrastructure.model_clients import ModelClients
 from infrastructure.redis_cache import RedisCache
 from services.people.companion_service import Companion, CompanionService
-from services.people.conversation_service import ConversationService
+from services.people.conversation_service import SUMMARY_OP, ConversationService
 from services.people.follow_up_service import FollowUpService, NewFollowUp
 
 pytestmark = pytest.mark.integration
@@ -61,11 +61,13 @@ class World:
                 "values ($1, $2, $3, $3) returning id",
                 companion.user_id, companion.id, self.clock.now,
             )
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self.follow_ups.replace_for_session(
-                conn, user_id=companion.user_id, companion_id=companion.id,
-                session_id=session_id, follow_ups=follow_ups, tz=ZoneInfo(tz),
-            )
+        # Stored as a session's end stores them: with its summary, in one write.
+        topics, details, due = self.follow_ups.columns(follow_ups, ZoneInfo(tz))
+        self.batcher.enqueue(SUMMARY_OP, (
+            session_id, "They talked.", companion.user_id, self.clock.now, companion.id,
+            topics, details, due,
+        ))
+        await self.batcher.flush()
         return session_id
 
     async def due_now(self, companion: Companion) -> list[str]:
