@@ -345,10 +345,6 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def uses_embedded_postgres(self) -> bool:
-        return self.database_url is None
-
-    @property
     def has_llm_credentials(self) -> bool:
         return self.openai_api_key is not None or self.openai_base_url is not None
 

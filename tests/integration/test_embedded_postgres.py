@@ -73,7 +73,7 @@ async def test_without_database_url_an_embedded_postgres_with_pgvector_serves_th
     make_settings, data_root: Path, stub: OpenAIStubServer
 ) -> None:
     settings = make_settings(embedded_pg_dir=data_root / "pg", **_model_settings(stub))
-    assert settings.uses_embedded_postgres
+    assert settings.database_url is None
     worker, applied = await open_migrated(settings)  # what the worker does at its start
     services = await build_services(settings)
     pool = services.pool

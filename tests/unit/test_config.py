@@ -23,7 +23,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
 
 def test_defaults_need_no_environment_and_use_the_embedded_services() -> None:
     settings = load_settings()
-    assert settings.uses_embedded_postgres
+    assert settings.database_url is None
     assert settings.redis_url is None
     assert settings.embedding_provider is EmbeddingProvider.LOCAL
     assert settings.dev_user_id == DEFAULT_DEV_USER_ID
@@ -174,7 +174,7 @@ def test_supabase_keys_next_to_a_database_url_are_ignored_with_a_warning_naming_
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@aws-0-eu.pooler.supabase.com:6543/db")
     with caplog.at_level(logging.WARNING, logger="core.config"):
         settings = load_settings()
-    assert not settings.uses_embedded_postgres
+    assert settings.database_url is not None
     [record] = [r for r in caplog.records if r.name == "core.config"]
     assert record.getMessage().startswith("SUPABASE_URL, SUPABASE_ANON_KEY ignored")
     assert "secret-value" not in record.getMessage()
@@ -185,5 +185,5 @@ def test_empty_supabase_keys_as_in_an_old_env_example_change_nothing(tmp_path, c
     (tmp_path / ".env").write_text("SUPABASE_URL=\nSUPABASE_ANON_KEY=\n")
     with caplog.at_level(logging.WARNING, logger="core.config"):
         settings = load_settings()
-    assert settings.uses_embedded_postgres
+    assert settings.database_url is None
     assert caplog.records == []
