@@ -10,16 +10,9 @@ import pytest
 from services.people.conversation_service import ConversationService
 from services.people.greeting import GreetingContext, describe_gap, greeting_instructions
 from tests.support.background_replies import SUMMARY_MARK, system_prompt
+from tests.support.clocks import HandClock
 
 pytestmark = pytest.mark.integration
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 async def user_and_companion(services) -> tuple[uuid.UUID, uuid.UUID]:
@@ -29,7 +22,7 @@ async def user_and_companion(services) -> tuple[uuid.UUID, uuid.UUID]:
     return user_id, companion.id
 
 
-def conversations_with(services, settings, clock: Clock) -> ConversationService:
+def conversations_with(services, settings, clock: HandClock) -> ConversationService:
     return ConversationService(
         pool=services.pool, models=services.models, cache=services.cache,
         batcher=services.batcher, follow_ups=services.follow_ups, settings=settings, clock=clock,
@@ -119,7 +112,7 @@ async def test_follow_ups_not_yet_due_wait_and_raised_ones_are_not_raised_again(
 async def test_a_reconnect_within_the_grace_period_resumes_the_session_with_its_turns(
     services, agent_settings
 ) -> None:
-    clock = Clock()
+    clock = HandClock(datetime.now(UTC))
     conversations = conversations_with(services, agent_settings, clock)
     user_id, companion_id = await user_and_companion(services)
     first = await conversations.start(user_id, companion_id, room="r")
@@ -146,7 +139,7 @@ async def test_a_reconnect_within_the_grace_period_resumes_the_session_with_its_
 async def test_a_reconnect_after_the_grace_period_starts_a_new_session(
     services, agent_settings
 ) -> None:
-    clock = Clock()
+    clock = HandClock(datetime.now(UTC))
     conversations = conversations_with(services, agent_settings, clock)
     user_id, companion_id = await user_and_companion(services)
     first = await conversations.start(user_id, companion_id)

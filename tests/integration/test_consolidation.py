@@ -17,6 +17,7 @@ from infrastructure.model_clients import ModelClients
 from services.memory.consolidation_service import ConsolidationService
 from services.memory.memory_service import MemoryService
 from services.memory.memory_upkeep import MemoryUpkeep
+from tests.support.clocks import HandClock
 from tests.support.memory_stack import (
     MemoryStack,
     create_companion,
@@ -33,14 +34,6 @@ pytestmark = pytest.mark.integration
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @dataclass
 class World:
     stack: MemoryStack
@@ -48,7 +41,7 @@ class World:
     consolidation: ConsolidationService
     server: OpenAIStubServer
     pool: ConnectionPool
-    clock: Clock
+    clock: HandClock
     user: uuid.UUID
     companion: uuid.UUID
 
@@ -90,7 +83,7 @@ class World:
 async def world(
     db_dsn: str, make_settings, redis_server: RedisProcess
 ) -> AsyncIterator[World]:
-    clock = Clock(START + timedelta(hours=1))
+    clock = HandClock(START + timedelta(hours=1))
     async with OpenAIStubServer() as server:
         settings = make_settings(
             redis_enabled=True, redis_url=redis_server.url, openai_base_url=server.base_url,

@@ -18,21 +18,11 @@ from infrastructure.redis_cache import RedisCache
 from services.people.companion_service import Companion, CompanionService
 from services.people.conversation_service import SUMMARY_OP, ConversationService
 from services.people.follow_up_service import FollowUpService, NewFollowUp
+from tests.support.clocks import HandClock
 
 pytestmark = pytest.mark.integration
 
 FRIDAY = date(2026, 11, 27)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)  # a Wednesday
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @dataclass
@@ -42,7 +32,7 @@ class World:
     companions: CompanionService
     follow_ups: FollowUpService
     conversations: ConversationService
-    clock: Clock
+    clock: HandClock
 
     async def person(self) -> Companion:
         """A new user and their default companion."""
@@ -81,7 +71,7 @@ class World:
 @pytest.fixture
 async def world(pool: ConnectionPool, models: ModelClients, make_settings) -> AsyncIterator[World]:
     settings = make_settings()
-    clock = Clock()
+    clock = HandClock(datetime(2026, 11, 25, 18, 0, tzinfo=UTC))  # a Wednesday
     cache = await RedisCache.create(settings)
     batcher = DatabaseBatcher(pool=pool, settings=settings)
     await batcher.start()

@@ -19,6 +19,7 @@ from infrastructure.database_batcher import DatabaseBatcher
 from services.composition import register_write_kinds
 from services.memory.forgetting import OLDER_KINDS
 from tests.conftest import PostgresFreezer
+from tests.support.clocks import TickingClock
 from tests.support.memory_stack import (
     MemoryStack,
     create_companion,
@@ -34,21 +35,13 @@ pytestmark = pytest.mark.integration
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
-class TickingClock:
-    def __init__(self) -> None:
-        self.ticks = 0
-
-    def __call__(self) -> datetime:
-        self.ticks += 1
-        return START + timedelta(seconds=self.ticks)
-
-
 @asynccontextmanager
 async def a_stack(settings: Settings, db_dsn: str) -> AsyncIterator[MemoryStack]:
     pool = await ConnectionPool.create(settings, dsn=db_dsn)
     try:
         async with OpenAIStubServer() as server, memory_stack(
-            pool=pool, settings=settings, server=server, clock=TickingClock()
+            pool=pool, settings=settings, server=server,
+            clock=TickingClock(START, timedelta(seconds=1)),
         ) as built:
             yield built
     finally:

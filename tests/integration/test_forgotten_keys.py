@@ -16,6 +16,7 @@ import pytest
 from infrastructure.connection_pool import ConnectionPool
 from infrastructure.model_clients import ModelClients
 from services.memory.consolidation_service import ConsolidationService
+from tests.support.clocks import HandClock
 from tests.support.memory_stack import (
     MemoryStack,
     create_companion,
@@ -31,21 +32,13 @@ pytestmark = pytest.mark.integration
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @dataclass
 class World:
     stack: MemoryStack
     pool: ConnectionPool
     models: ModelClients
     server: OpenAIStubServer
-    clock: Clock
+    clock: HandClock
     user: uuid.UUID
     companion: uuid.UUID
 
@@ -91,7 +84,7 @@ class World:
 async def world(
     db_dsn: str, make_settings, redis_server: RedisProcess
 ) -> AsyncIterator[World]:
-    clock = Clock(START)
+    clock = HandClock(START)
     async with OpenAIStubServer() as server:
         settings = make_settings(
             redis_enabled=True, redis_url=redis_server.url, openai_base_url=server.base_url,

@@ -13,6 +13,7 @@ import pytest
 from core.errors import QuotaExceeded
 from core.memory_records import Episode
 from infrastructure.connection_pool import ConnectionPool
+from tests.support.clocks import TickingClock
 from tests.support.memory_stack import MemoryStack, create_companion, create_user, memory_stack
 from tests.support.openai_server import OpenAIStubServer
 from tests.support.servers import RedisProcess
@@ -21,17 +22,6 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
-
-
-class TickingClock:
-    """NOW, a millisecond later on every call: saves in a row get distinct times."""
-
-    def __init__(self) -> None:
-        self.ticks = 0
-
-    def __call__(self) -> datetime:
-        self.ticks += 1
-        return NOW + timedelta(milliseconds=self.ticks)
 
 
 @pytest.fixture
@@ -44,7 +34,8 @@ async def stack(
         consolidation_idle_s=600,
     )
     async with OpenAIStubServer() as server, memory_stack(
-        pool=pool, settings=settings, server=server, clock=TickingClock()
+        pool=pool, settings=settings, server=server,
+        clock=TickingClock(NOW, timedelta(milliseconds=1)),
     ) as built:
         yield built
 

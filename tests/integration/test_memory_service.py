@@ -13,6 +13,7 @@ import pytest
 from core.errors import InvalidIdentity, InvalidInput
 from core.memory_records import Episode
 from infrastructure.connection_pool import ConnectionPool
+from tests.support.clocks import HandClock
 from tests.support.memory_stack import (
     MemoryStack,
     create_companion,
@@ -29,22 +30,14 @@ pytestmark = pytest.mark.integration
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> HandClock:
+    return HandClock(START)
 
 
 @pytest.fixture
 async def stack(
-    pool: ConnectionPool, make_settings, redis_server: RedisProcess, clock: Clock
+    pool: ConnectionPool, make_settings, redis_server: RedisProcess, clock: HandClock
 ) -> AsyncIterator[MemoryStack]:
     settings = make_settings(redis_enabled=True, redis_url=redis_server.url)
     async with OpenAIStubServer() as server, memory_stack(
@@ -65,7 +58,7 @@ async def current_rows(pool: ConnectionPool, user_id: uuid.UUID, key: str) -> in
 
 
 async def test_saving_a_key_again_supersedes_the_old_value_and_keeps_it_in_history(
-    stack: MemoryStack, clock: Clock
+    stack: MemoryStack, clock: HandClock
 ) -> None:
     user = await create_user(stack.pool)
     first = await stack.memory.remember(user, None, "preference", "Favorite Food", "sushi")
@@ -86,7 +79,9 @@ async def test_saving_a_key_again_supersedes_the_old_value_and_keeps_it_in_histo
     assert await current_rows(stack.pool, user, "favorite_food") == 1
 
 
-async def test_saving_the_current_value_again_is_a_no_op(stack: MemoryStack, clock: Clock) -> None:
+async def test_saving_the_current_value_again_is_a_no_op(
+    stack: MemoryStack, clock: HandClock
+) -> None:
     user = await create_user(stack.pool)
     first = await stack.memory.remember(user, None, "FACT", "home_city", "Lisbon")
     clock.now += timedelta(days=1)
@@ -119,7 +114,7 @@ async def test_concurrent_saves_of_one_key_leave_exactly_one_current_value(
 
 
 async def test_relative_dates_are_stored_as_absolute_dates_in_the_users_timezone(
-    stack: MemoryStack, clock: Clock
+    stack: MemoryStack, clock: HandClock
 ) -> None:
     # 03:00 UTC Saturday is still Friday evening in Los Angeles: "tomorrow" is Saturday there.
     clock.now = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
@@ -205,7 +200,7 @@ async def test_a_memory_for_an_unknown_companion_is_refused(stack: MemoryStack) 
 
 
 async def test_the_cached_list_follows_every_write_even_from_another_worker(
-    stack: MemoryStack, clock: Clock
+    stack: MemoryStack, clock: HandClock
 ) -> None:
     user = await create_user(stack.pool)
     veda = await create_companion(stack.pool, user, "Veda")
@@ -231,7 +226,7 @@ async def test_the_cached_list_follows_every_write_even_from_another_worker(
 
 
 async def test_forgetting_a_key_removes_every_version_of_it(
-    stack: MemoryStack, clock: Clock
+    stack: MemoryStack, clock: HandClock
 ) -> None:
     user = await create_user(stack.pool)
     await stack.memory.remember(user, None, "PERSON", "partner", "Sam")
@@ -247,7 +242,7 @@ async def test_forgetting_a_key_removes_every_version_of_it(
 
 
 async def test_export_holds_history_and_episodes_and_is_plain_json(
-    stack: MemoryStack, clock: Clock
+    stack: MemoryStack, clock: HandClock
 ) -> None:
     user = await create_user(stack.pool)
     await stack.memory.remember(user, None, "PREFERENCE", "drink", "tea")
@@ -351,7 +346,7 @@ async def test_importing_episodes_twice_stores_each_turn_once(stack: MemoryStack
     assert matches == 300
 
 
-async def test_record_access_counts_each_use(stack: MemoryStack, clock: Clock) -> None:
+async def test_record_access_counts_each_use(stack: MemoryStack, clock: HandClock) -> None:
     user = await create_user(stack.pool)
     memory = await stack.memory.remember(user, None, "FACT", "pet", "a cat")
     stack.memory.record_access([memory.id, memory.id])

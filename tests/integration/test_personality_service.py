@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,6 +14,7 @@ from services.people.companion_service import Companion, CompanionService
 from services.persona.pad import PAD, BigFive, temperament
 from services.persona.personality_service import PersonalityService
 from services.persona.personality_state import MoodState
+from tests.support.clocks import HandClock
 
 pytestmark = pytest.mark.integration
 
@@ -39,19 +40,6 @@ def close_to(a: PAD, b: PAD, tol: float = 1e-6) -> bool:
     return all(abs(x - y) <= tol for x, y in zip(a.as_tuple(), b.as_tuple(), strict=True))
 
 
-class Clock:
-    """A hand-moved clock for the services (aware UTC datetimes)."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def settings(make_settings):
     return make_settings(mood_half_life_s=HALF_LIFE_S, mood_drift_rate=0.25,
@@ -67,8 +55,8 @@ async def batcher(pool: ConnectionPool, settings) -> AsyncIterator[DatabaseBatch
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> HandClock:
+    return HandClock(datetime(2026, 11, 21, 9, 0, tzinfo=UTC))
 
 
 async def fresh_cache(settings) -> RedisCache:
@@ -120,7 +108,7 @@ async def test_mood_and_history_survive_a_new_service_over_the_same_database(
     user = companion.user_id
     for text in ("I'm worried about tomorrow", "I'm really scared", "thanks for listening"):
         await personality.on_user_turn(user, companion, text)
-        clock.advance(1)
+        clock.advance(seconds=1)
     personality.observe_reply(user, companion, "Oh dear, that sounds hard. What happened?")
     ended = await personality.end_session(user, companion)
     await batcher.flush()
@@ -145,16 +133,16 @@ async def test_mood_and_history_survive_a_new_service_over_the_same_database(
 
 
 async def test_time_pulls_the_mood_back_toward_its_baseline(
-    personality: PersonalityService, companion: Companion, clock: Clock
+    personality: PersonalityService, companion: Companion, clock: HandClock
 ) -> None:
     user = companion.user_id
     moved = await personality.on_user_turn(user, companion, "I'm furious, I HATE this!!!")
     gap = moved.mood.distance(moved.baseline)
     assert gap > 0.1
-    clock.advance(HALF_LIFE_S)
+    clock.advance(seconds=HALF_LIFE_S)
     half = await mood_of(personality, user, companion)
     assert half.mood.distance(half.baseline) == pytest.approx(gap / 2, rel=1e-3)
-    clock.advance(20 * HALF_LIFE_S)
+    clock.advance(seconds=20 * HALF_LIFE_S)
     rested = await mood_of(personality, user, companion)
     assert rested.mood.distance(rested.baseline) < 1e-3
     assert rested.emotion == "content"
@@ -187,7 +175,7 @@ async def test_a_session_without_turns_leaves_the_baseline_where_it_was(
 
 
 async def test_fitting_talk_satisfies_needs_and_time_alone_lets_them_fade(
-    personality: PersonalityService, companion: Companion, clock: Clock
+    personality: PersonalityService, companion: Companion, clock: HandClock
 ) -> None:
     user = companion.user_id
     start = (await personality.snapshot(user, companion)).needs
@@ -197,7 +185,7 @@ async def test_fitting_talk_satisfies_needs_and_time_alone_lets_them_fade(
     assert fed.intellectual > start.intellectual
     assert fed.social > start.social
     assert fed.rest < start.rest
-    clock.advance(3 * 86_400)
+    clock.advance(seconds=3 * 86_400)
     later = (await personality.snapshot(user, companion)).needs
     assert later.social < fed.social and later.intellectual < fed.intellectual
     assert later.rest > fed.rest
@@ -214,7 +202,7 @@ async def test_companions_of_one_user_keep_separate_moods(
 
 
 async def test_a_pattern_repeated_in_sessions_becomes_a_quirk_and_fades_without_use(
-    personality: PersonalityService, companion: Companion, clock: Clock, batcher, pool
+    personality: PersonalityService, companion: Companion, clock: HandClock, batcher, pool
 ) -> None:
     user = companion.user_id
     strengths = []
@@ -230,7 +218,7 @@ async def test_a_pattern_repeated_in_sessions_becomes_a_quirk_and_fades_without_
     snapshot = await personality.snapshot(user, companion)
     text = personality.describe(companion, snapshot.mood, snapshot.quirks, snapshot.needs)
     assert "Oh wow" in text
-    clock.advance(10 * QUIRK_HALF_LIFE_S)
+    clock.advance(seconds=10 * QUIRK_HALF_LIFE_S)
     faded = {q.name: q for q in (await personality.snapshot(user, companion)).quirks}
     assert faded["opener:oh wow"].strength < strengths[1] / 100
     assert not faded["opener:oh wow"].active
@@ -290,7 +278,7 @@ async def test_a_sessions_later_turns_read_nothing_and_its_state_is_cached_behin
     lookups = cache.stats()["hits"] + cache.stats()["misses"]
     states = []
     for text in ("I'm thrilled, I won!", "Now I'm worried", "I'm furious!!!", "Thanks, calmer"):
-        clock.advance(1)
+        clock.advance(seconds=1)
         states.append(await service.on_user_turn(user, companion, text))
         await asyncio.sleep(0)  # lets the write behind start while the next turn comes
     assert cache.stats()["hits"] + cache.stats()["misses"] == lookups

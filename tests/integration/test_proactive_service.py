@@ -16,6 +16,7 @@ from services.persona.pad import BigFive
 from services.persona.personality_service import PersonalityService
 from services.persona.proactive_decisions import NudgeLedger
 from services.persona.proactive_service import ProactiveService
+from tests.support.clocks import HandClock
 
 pytestmark = pytest.mark.integration
 
@@ -41,20 +42,9 @@ async def follow_up(
 WAIT_S = 10.0  # generous bound for an awaited event, never a timing assertion
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)  # a Wednesday
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> HandClock:
+    return HandClock(datetime(2026, 11, 25, 18, 0, tzinfo=UTC))  # a Wednesday
 
 
 @pytest.fixture
@@ -89,7 +79,7 @@ async def companion(parts, pool) -> Companion:
 
 
 async def test_nudges_are_bounded_per_session_and_never_repeated_word_for_word(
-    parts, companion: Companion, clock: Clock, pool
+    parts, companion: Companion, clock: HandClock, pool
 ) -> None:
     proactive: ProactiveService = parts["proactive"]
     await follow_up(pool, companion, "the interview", due_at=clock.now - timedelta(hours=1))
@@ -127,7 +117,7 @@ async def test_no_nudge_while_the_proactive_score_is_below_the_threshold(
 
 
 async def test_a_reserved_companion_waits_longer_than_an_outgoing_one(
-    parts, clock: Clock, pool
+    parts, clock: HandClock, pool
 ) -> None:
     proactive: ProactiveService = parts["proactive"]
     companions: CompanionService = parts["companions"]
@@ -144,7 +134,7 @@ async def test_a_reserved_companion_waits_longer_than_an_outgoing_one(
 
 
 async def test_the_watcher_nudges_after_silence_with_a_due_follow_up_and_marks_it_raised(
-    parts, companion: Companion, clock: Clock, pool
+    parts, companion: Companion, clock: HandClock, pool
 ) -> None:
     proactive: ProactiveService = parts["proactive"]
     item = await follow_up(pool, companion, "the dentist", due_at=clock.now - timedelta(days=1))
