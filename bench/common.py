@@ -143,3 +143,12 @@ def machine_line(machine: dict[str, Any]) -> str:
         f"pgvector {machine['pgvector']} (embedded, loopback TCP)"
         + (f"; commit {machine['commit']}." if machine.get("commit") else ".")
     )
+
+
+def checkout(ref: str, into: Path) -> Path:
+    """The project's files at `ref` (git archive) in `into`, to run a benchmark's "before"."""
+    archive = subprocess.run(["git", "archive", ref], cwd=PROJECT_ROOT, capture_output=True,
+                             check=True)
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into

@@ -40,7 +40,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PROJECT_ROOT, _cpu_model, _git_commit, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    PROJECT_ROOT,
+    _cpu_model,
+    _git_commit,
+    checkout,
+    write_section,
+)
 
 # The shared machine runs other work: the benchmark's processes (and its own load) run at this
 # priority so that they, not the others, decide what is measured (root may raise it). While
@@ -216,14 +222,6 @@ def livekit_worker(source: Path, timeout_s: float, nice: int) -> dict[str, Any]:
         "rss_mb": [m["rss_mb"] for m in memory.values()],
         "forkserver_pss_mb": forkserver[0]["pss_mb"] if forkserver else None,
     }
-
-
-def checkout(ref: str, into: Path) -> Path:
-    """The project's files at `ref` (git archive), to run the worker as it was."""
-    archive = subprocess.run(["git", "archive", ref], cwd=PROJECT_ROOT, capture_output=True,
-                             check=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into
 
 
 def run_child(args: list[str], nice: int) -> dict[str, Any]:

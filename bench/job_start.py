@@ -46,6 +46,7 @@ from bench.common import (  # noqa: E402
     PROJECT_ROOT,
     _cpu_model,
     _git_commit,
+    checkout,
     percentiles,
     write_section,
 )
@@ -182,15 +183,6 @@ class Holder:
         assert self.proc is not None and self.proc.stdin is not None
         self.proc.stdin.close()
         await self.proc.wait()
-
-
-def checkout(ref: str, into: Path) -> Path:
-    """The project's files at `ref` (git archive)."""
-    archive = subprocess.run(["git", "archive", ref], cwd=PROJECT_ROOT, capture_output=True,
-                             check=True)
-    into.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into
 
 
 def migrate(settings: dict[str, Any]) -> None:

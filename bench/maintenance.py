@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import (  # noqa: E402
     PROJECT_ROOT,
+    checkout,
     machine_info,
     machine_line,
     write_section,
@@ -158,14 +159,6 @@ def child(tree: Path, dsn: str, user: uuid.UUID, work: Path, since: str | None) 
     if done.returncode != 0:
         raise RuntimeError(f"runner failed in {tree}: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def checkout(ref: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "archive", ref], cwd=PROJECT_ROOT, capture_output=True,
-                             check=True)
-    into.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into
 
 
 async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
